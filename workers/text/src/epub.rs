@@ -1,0 +1,3 @@
+pub fn parse(_: &[u8]) -> Result<crate::Document, crate::TextError> {
+    Err(crate::TextError::Empty)
+}

@@ -1,0 +1,3 @@
+pub fn parse(_: &str) -> Result<crate::Document, crate::TextError> {
+    Err(crate::TextError::Empty)
+}

@@ -1,0 +1,185 @@
+//! Encoders from mono f32 PCM to files, with chapter metadata where the format has it.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, Write};
+use std::mem::MaybeUninit;
+use std::path::Path;
+
+use crate::AudioError;
+
+/// Output container/codec, chosen from the output file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AudioFormat {
+    Wav,
+    Mp3,
+}
+
+impl AudioFormat {
+    pub fn from_path(path: &Path) -> Result<Self, AudioError> {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        match ext.as_str() {
+            "wav" => Ok(Self::Wav),
+            "mp3" => Ok(Self::Mp3),
+            "flac" | "opus" | "ogg" | "m4b" | "m4a" => Err(AudioError::Unsupported(format!(
+                "output format .{ext} is not available yet; use .wav or .mp3"
+            ))),
+            _ => Err(AudioError::Unsupported(format!(
+                "cannot tell the audio format from {:?}; use a .wav or .mp3 file name",
+                path.display().to_string()
+            ))),
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Mp3 => "mp3",
+        }
+    }
+}
+
+/// A chapter of the finished program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChapterMark {
+    pub title: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+/// Streams PCM into a file. `finish` completes the file; dropping an unfinished encoder
+/// leaves its (temporary) file incomplete, for the caller to discard.
+pub trait AudioEncoder: Send {
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError>;
+    fn finish(self: Box<Self>, chapters: &[ChapterMark]) -> Result<(), AudioError>;
+}
+
+/// Opens an encoder writing `format` into `file`.
+pub fn encoder(format: AudioFormat, file: File, sample_rate: u32) -> Result<Box<dyn AudioEncoder>, AudioError> {
+    Ok(match format {
+        AudioFormat::Wav => Box::new(WavEncoder::new(file, sample_rate)?),
+        AudioFormat::Mp3 => Box::new(Mp3Encoder::new(file, sample_rate)?),
+    })
+}
+
+fn to_i16(s: f32) -> i16 {
+    (s.clamp(-1.0, 1.0) * 32767.0).round() as i16
+}
+
+struct WavEncoder {
+    writer: hound::WavWriter<BufWriter<File>>,
+}
+
+impl WavEncoder {
+    fn new(file: File, sample_rate: u32) -> Result<Self, AudioError> {
+        let spec = hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+        let writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(|e| AudioError::Encode(e.to_string()))?;
+        Ok(Self { writer })
+    }
+}
+
+impl AudioEncoder for WavEncoder {
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        let mut writer = self.writer.get_i16_writer(samples.len() as u32);
+        for &s in samples {
+            writer.write_sample(to_i16(s));
+        }
+        writer.flush().map_err(|e| AudioError::Encode(e.to_string()))
+    }
+
+    fn finish(self: Box<Self>, _chapters: &[ChapterMark]) -> Result<(), AudioError> {
+        self.writer.finalize().map_err(|e| AudioError::Encode(e.to_string()))
+    }
+}
+
+/// MP3 through LAME (mono, 64 kbit/s CBR: the usual audiobook setting). The ID3v2 tag with
+/// CHAP/CTOC frames must precede the audio, and chapter times are known only at the end, so
+/// frames go to a scratch file first and are copied behind the tag in `finish`.
+struct Mp3Encoder {
+    lame: mp3lame_encoder::Encoder,
+    scratch: BufWriter<File>,
+    out: File,
+    pcm: Vec<i16>,
+    mp3: Vec<u8>,
+}
+
+impl Mp3Encoder {
+    fn new(out: File, sample_rate: u32) -> Result<Self, AudioError> {
+        use mp3lame_encoder::{Bitrate, Builder, Quality};
+        let err = |e: mp3lame_encoder::BuildError| AudioError::Encode(format!("LAME: {e:?}"));
+        let mut builder = Builder::new().ok_or_else(|| AudioError::Encode("LAME could not start".into()))?;
+        builder.set_num_channels(1).map_err(err)?;
+        builder.set_sample_rate(sample_rate).map_err(err)?;
+        builder.set_brate(Bitrate::Kbps64).map_err(err)?;
+        builder.set_quality(Quality::Good).map_err(err)?;
+        let lame = builder.build().map_err(err)?;
+        let scratch = BufWriter::new(tempfile::tempfile().map_err(AudioError::Io)?);
+        Ok(Self { lame, scratch, out, pcm: Vec::new(), mp3: Vec::new() })
+    }
+}
+
+impl AudioEncoder for Mp3Encoder {
+    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
+        self.pcm.clear();
+        self.pcm.extend(samples.iter().map(|&s| to_i16(s)));
+        self.mp3.clear();
+        self.mp3.reserve(mp3lame_encoder::max_required_buffer_size(self.pcm.len()));
+        let written = self
+            .lame
+            .encode(mp3lame_encoder::MonoPcm(&self.pcm), self.mp3.spare_capacity_mut())
+            .map_err(|e| AudioError::Encode(format!("LAME: {e:?}")))?;
+        // SAFETY: LAME initialized `written` bytes of the spare capacity.
+        unsafe { self.mp3.set_len(written) };
+        self.scratch.write_all(&self.mp3).map_err(AudioError::Io)
+    }
+
+    fn finish(mut self: Box<Self>, chapters: &[ChapterMark]) -> Result<(), AudioError> {
+        self.mp3.clear();
+        self.mp3.reserve(7200);
+        let tail: &mut [MaybeUninit<u8>] = self.mp3.spare_capacity_mut();
+        let written = self
+            .lame
+            .flush::<mp3lame_encoder::FlushNoGap>(tail)
+            .map_err(|e| AudioError::Encode(format!("LAME: {e:?}")))?;
+        // SAFETY: LAME initialized `written` bytes of the spare capacity.
+        unsafe { self.mp3.set_len(written) };
+        self.scratch.write_all(&self.mp3).map_err(AudioError::Io)?;
+        let mut scratch = self.scratch.into_inner().map_err(|e| AudioError::Io(e.into_error()))?;
+        scratch.rewind().map_err(AudioError::Io)?;
+
+        let mut out = BufWriter::new(self.out);
+        id3_tag(chapters).write_to(&mut out, id3::Version::Id3v24).map_err(|e| AudioError::Encode(format!("ID3: {e}")))?;
+        std::io::copy(&mut scratch, &mut out).map_err(AudioError::Io)?;
+        out.flush().map_err(AudioError::Io)
+    }
+}
+
+/// An ID3v2.4 tag with a table of contents (CTOC) and one CHAP frame per chapter.
+fn id3_tag(chapters: &[ChapterMark]) -> id3::Tag {
+    use id3::frame::{Chapter, TableOfContents};
+    use id3::TagLike;
+    let mut tag = id3::Tag::new();
+    tag.set_text("TSSE", concat!("voxproof ", env!("CARGO_PKG_VERSION")));
+    if chapters.is_empty() {
+        return tag;
+    }
+    let ids: Vec<String> = (0..chapters.len()).map(|i| format!("chp{i}")).collect();
+    tag.add_frame(TableOfContents {
+        element_id: "toc".into(),
+        top_level: true,
+        ordered: true,
+        elements: ids.clone(),
+        frames: Vec::new(),
+    });
+    for (chapter, id) in chapters.iter().zip(ids) {
+        let title = id3::Frame::text("TIT2", chapter.title.clone());
+        tag.add_frame(Chapter {
+            element_id: id,
+            start_time: u32::try_from(chapter.start_ms).unwrap_or(u32::MAX),
+            end_time: u32::try_from(chapter.end_ms).unwrap_or(u32::MAX),
+            start_offset: u32::MAX,
+            end_offset: u32::MAX,
+            frames: vec![title],
+        });
+    }
+    tag
+}

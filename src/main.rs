@@ -11,7 +11,11 @@ use voxproof_text::{InputFormat, Lexicon};
 use voxproof_voice::{ExecutionProvider, Voice, VoiceSummary};
 
 #[derive(Parser)]
-#[command(name = "voxproof", version, about = "Long-form neural text-to-speech with provenance")]
+#[command(
+    name = "voxproof",
+    version,
+    about = "Long-form neural text-to-speech with provenance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Turn a document (text, Markdown, SSML, EPUB) into speech.
-    Synth(SynthArgs),
+    Synth(Box<SynthArgs>),
     /// List, describe and install voices.
     Voices {
         #[command(subcommand)]
@@ -109,7 +113,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Synth(args) => synth(args),
+        Command::Synth(args) => synth(*args),
         Command::Voices { command } => voices(command),
     };
     match result {
@@ -124,7 +128,9 @@ fn main() -> ExitCode {
 fn read_input(input: &str) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     if input == "-" {
-        std::io::stdin().read_to_end(&mut bytes).context("cannot read standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
     } else {
         bytes = std::fs::read(input).with_context(|| format!("cannot read {input}"))?;
     }
@@ -147,13 +153,15 @@ fn synth(args: SynthArgs) -> Result<()> {
     let voice = Voice::find(&args.voice)?;
     let lexicon = match &args.lexicon {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read lexicon {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read lexicon {}", path.display()))?;
             Lexicon::parse(&text).with_context(|| format!("in {}", path.display()))?
         }
         None => Lexicon::default(),
     };
     let bytes = read_input(&args.input)?;
-    let document = voxproof_text::parse(&bytes, format).with_context(|| format!("cannot read {}", args.input))?;
+    let document = voxproof_text::parse(&bytes, format)
+        .with_context(|| format!("cannot read {}", args.input))?;
     let script = voxproof_text::script(&document, &lexicon);
 
     let defaults = SynthSettings::default();
@@ -165,10 +173,18 @@ fn synth(args: SynthArgs) -> Result<()> {
         sentence_pause_ms: args.sentence_pause_ms,
         paragraph_pause_ms: args.paragraph_pause_ms,
         chapter_pause_ms: args.chapter_pause_ms,
-        mastering: if args.no_mastering { None } else { defaults.mastering },
+        mastering: if args.no_mastering {
+            None
+        } else {
+            defaults.mastering
+        },
         sessions: args.sessions.unwrap_or(defaults.sessions),
         intra_threads: args.threads,
-        provider: if args.cuda { ExecutionProvider::Cuda { device_id: 0 } } else { ExecutionProvider::Cpu },
+        provider: if args.cuda {
+            ExecutionProvider::Cuda { device_id: 0 }
+        } else {
+            ExecutionProvider::Cpu
+        },
         ..defaults
     };
     let progress = ProgressBar::new(std::io::stderr().is_terminal());
@@ -189,14 +205,21 @@ fn synth(args: SynthArgs) -> Result<()> {
             loudness.rms_dbfs,
             loudness.peak_dbfs,
             loudness.noise_floor_dbfs,
-            if loudness.meets_acx() { "meets ACX" } else { "outside ACX limits" }
+            if loudness.meets_acx() {
+                "meets ACX"
+            } else {
+                "outside ACX limits"
+            }
         );
         for file in &report.files {
             eprintln!("wrote {}", file.display());
         }
     }
     if report.unknown_phonemes > 0 {
-        eprintln!("warning: {} phonemes unknown to the voice were skipped", report.unknown_phonemes);
+        eprintln!(
+            "warning: {} phonemes unknown to the voice were skipped",
+            report.unknown_phonemes
+        );
     }
     Ok(())
 }
@@ -212,12 +235,17 @@ impl ProgressBar {
         let bar = visible.then(|| {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} sentences  {msg}  ETA {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} sentences  {msg}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar
         });
-        Self { bar, started: std::time::Instant::now() }
+        Self {
+            bar,
+            started: std::time::Instant::now(),
+        }
     }
 
     fn finish(&self) {
@@ -233,7 +261,10 @@ impl Progress for ProgressBar {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
             let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{audio_seconds:.0} s audio, {:.1}x realtime", audio_seconds / elapsed));
+            bar.set_message(format!(
+                "{audio_seconds:.0} s audio, {:.1}x realtime",
+                audio_seconds / elapsed
+            ));
         }
     }
 }
@@ -245,7 +276,9 @@ fn voices(command: VoicesCommand) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&voices)?);
             } else if voices.is_empty() {
-                eprintln!("no voices installed (run scripts/setup, or `voxproof voices install PATH`)");
+                eprintln!(
+                    "no voices installed (run scripts/setup, or `voxproof voices install PATH`)"
+                );
             } else {
                 for v in voices {
                     println!(
@@ -269,14 +302,25 @@ fn voices(command: VoicesCommand) -> Result<()> {
                 "length_scale": voice.config.inference.length_scale,
                 "noise_w": voice.config.inference.noise_w,
             });
-            info["speaker_names"] = voice.config.speaker_id_map.keys().cloned().collect::<Vec<_>>().into();
+            info["speaker_names"] = voice
+                .config
+                .speaker_id_map
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
             info["phonemes"] = voice.config.phoneme_id_map.len().into();
             println!("{}", serde_json::to_string_pretty(&info)?);
         }
         VoicesCommand::Install { path } => {
             let model = voice_model_path(&path)?;
             let voice = voxproof_voice::install_voice(&model)?;
-            eprintln!("installed {} ({} Hz) at {}", voice.name, voice.sample_rate(), voice.model_path.display());
+            eprintln!(
+                "installed {} ({} Hz) at {}",
+                voice.name,
+                voice.sample_rate(),
+                voice.model_path.display()
+            );
         }
     }
     Ok(())
@@ -292,7 +336,10 @@ fn voice_model_path(path: &Path) -> Result<PathBuf> {
         return match models.as_slice() {
             [one] => Ok(one.clone()),
             [] => bail!("no .onnx voice in {}", path.display()),
-            _ => bail!("{} holds several voices; name the .onnx file", path.display()),
+            _ => bail!(
+                "{} holds several voices; name the .onnx file",
+                path.display()
+            ),
         };
     }
     let text = path.to_string_lossy();

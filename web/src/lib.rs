@@ -1,1 +1,1 @@
-//! placeholder
+//! Web portal (upload, jobs, player, verify) and admin dashboard of the voxproof platform.

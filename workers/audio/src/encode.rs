@@ -16,7 +16,11 @@ pub enum AudioFormat {
 
 impl AudioFormat {
     pub fn from_path(path: &Path) -> Result<Self, AudioError> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         match ext.as_str() {
             "wav" => Ok(Self::Wav),
             "mp3" => Ok(Self::Mp3),
@@ -54,7 +58,11 @@ pub trait AudioEncoder: Send {
 }
 
 /// Opens an encoder writing `format` into `file`.
-pub fn encoder(format: AudioFormat, file: File, sample_rate: u32) -> Result<Box<dyn AudioEncoder>, AudioError> {
+pub fn encoder(
+    format: AudioFormat,
+    file: File,
+    sample_rate: u32,
+) -> Result<Box<dyn AudioEncoder>, AudioError> {
     Ok(match format {
         AudioFormat::Wav => Box::new(WavEncoder::new(file, sample_rate)?),
         AudioFormat::Mp3 => Box::new(Mp3Encoder::new(file, sample_rate)?),
@@ -71,8 +79,14 @@ struct WavEncoder {
 
 impl WavEncoder {
     fn new(file: File, sample_rate: u32) -> Result<Self, AudioError> {
-        let spec = hound::WavSpec { channels: 1, sample_rate, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
-        let writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(|e| AudioError::Encode(e.to_string()))?;
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let writer = hound::WavWriter::new(BufWriter::new(file), spec)
+            .map_err(|e| AudioError::Encode(e.to_string()))?;
         Ok(Self { writer })
     }
 }
@@ -83,11 +97,15 @@ impl AudioEncoder for WavEncoder {
         for &s in samples {
             writer.write_sample(to_i16(s));
         }
-        writer.flush().map_err(|e| AudioError::Encode(e.to_string()))
+        writer
+            .flush()
+            .map_err(|e| AudioError::Encode(e.to_string()))
     }
 
     fn finish(self: Box<Self>, _chapters: &[ChapterMark]) -> Result<(), AudioError> {
-        self.writer.finalize().map_err(|e| AudioError::Encode(e.to_string()))
+        self.writer
+            .finalize()
+            .map_err(|e| AudioError::Encode(e.to_string()))
     }
 }
 
@@ -106,14 +124,21 @@ impl Mp3Encoder {
     fn new(out: File, sample_rate: u32) -> Result<Self, AudioError> {
         use mp3lame_encoder::{Bitrate, Builder, Quality};
         let err = |e: mp3lame_encoder::BuildError| AudioError::Encode(format!("LAME: {e:?}"));
-        let mut builder = Builder::new().ok_or_else(|| AudioError::Encode("LAME could not start".into()))?;
+        let mut builder =
+            Builder::new().ok_or_else(|| AudioError::Encode("LAME could not start".into()))?;
         builder.set_num_channels(1).map_err(err)?;
         builder.set_sample_rate(sample_rate).map_err(err)?;
         builder.set_brate(Bitrate::Kbps64).map_err(err)?;
         builder.set_quality(Quality::Good).map_err(err)?;
         let lame = builder.build().map_err(err)?;
         let scratch = BufWriter::new(tempfile::tempfile().map_err(AudioError::Io)?);
-        Ok(Self { lame, scratch, out, pcm: Vec::new(), mp3: Vec::new() })
+        Ok(Self {
+            lame,
+            scratch,
+            out,
+            pcm: Vec::new(),
+            mp3: Vec::new(),
+        })
     }
 }
 
@@ -122,10 +147,14 @@ impl AudioEncoder for Mp3Encoder {
         self.pcm.clear();
         self.pcm.extend(samples.iter().map(|&s| to_i16(s)));
         self.mp3.clear();
-        self.mp3.reserve(mp3lame_encoder::max_required_buffer_size(self.pcm.len()));
+        self.mp3
+            .reserve(mp3lame_encoder::max_required_buffer_size(self.pcm.len()));
         let written = self
             .lame
-            .encode(mp3lame_encoder::MonoPcm(&self.pcm), self.mp3.spare_capacity_mut())
+            .encode(
+                mp3lame_encoder::MonoPcm(&self.pcm),
+                self.mp3.spare_capacity_mut(),
+            )
             .map_err(|e| AudioError::Encode(format!("LAME: {e:?}")))?;
         // SAFETY: LAME initialized `written` bytes of the spare capacity.
         unsafe { self.mp3.set_len(written) };
@@ -143,11 +172,16 @@ impl AudioEncoder for Mp3Encoder {
         // SAFETY: LAME initialized `written` bytes of the spare capacity.
         unsafe { self.mp3.set_len(written) };
         self.scratch.write_all(&self.mp3).map_err(AudioError::Io)?;
-        let mut scratch = self.scratch.into_inner().map_err(|e| AudioError::Io(e.into_error()))?;
+        let mut scratch = self
+            .scratch
+            .into_inner()
+            .map_err(|e| AudioError::Io(e.into_error()))?;
         scratch.rewind().map_err(AudioError::Io)?;
 
         let mut out = BufWriter::new(self.out);
-        id3_tag(chapters).write_to(&mut out, id3::Version::Id3v24).map_err(|e| AudioError::Encode(format!("ID3: {e}")))?;
+        id3_tag(chapters)
+            .write_to(&mut out, id3::Version::Id3v24)
+            .map_err(|e| AudioError::Encode(format!("ID3: {e}")))?;
         std::io::copy(&mut scratch, &mut out).map_err(AudioError::Io)?;
         out.flush().map_err(AudioError::Io)
     }

@@ -16,9 +16,14 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use tempfile::NamedTempFile;
-use voxproof_audio::{AudioEncoder, AudioError, AudioFormat, ChapterMark, Loudness, LoudnessMeter, Master, MasteringSettings};
+use voxproof_audio::{
+    AudioEncoder, AudioError, AudioFormat, ChapterMark, Loudness, LoudnessMeter, Master,
+    MasteringSettings,
+};
 use voxproof_text::{Item, Piece, Script};
-use voxproof_voice::{Espeak, ExecutionProvider, ModelInputs, PoolOptions, Spoken, Voice, VoiceError, VoiceModel};
+use voxproof_voice::{
+    Espeak, ExecutionProvider, ModelInputs, PoolOptions, Spoken, Voice, VoiceError, VoiceModel,
+};
 
 pub use timeline::{Mark, MarkKind, SubtitleFormat};
 
@@ -31,13 +36,19 @@ pub enum SynthError {
     #[error("{0}")]
     Settings(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("a synthesis thread stopped unexpectedly")]
     Stopped,
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
-    move |source| SynthError::Io { path: path.to_path_buf(), source }
+    move |source| SynthError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// How to speak and where to compute.
@@ -146,13 +157,27 @@ struct Rendered {
 pub fn check_outputs(outputs: &OutputPaths) -> Result<AudioFormat, SynthError> {
     let format = AudioFormat::from_path(&outputs.audio)?;
     if let Some(subtitles) = &outputs.subtitles {
-        SubtitleFormat::from_path(subtitles)
-            .ok_or_else(|| SynthError::Settings(format!("subtitles must end in .vtt or .srt: {}", subtitles.display())))?;
+        SubtitleFormat::from_path(subtitles).ok_or_else(|| {
+            SynthError::Settings(format!(
+                "subtitles must end in .vtt or .srt: {}",
+                subtitles.display()
+            ))
+        })?;
     }
-    for path in [Some(&outputs.audio), outputs.subtitles.as_ref(), outputs.marks.as_ref()].into_iter().flatten() {
+    for path in [
+        Some(&outputs.audio),
+        outputs.subtitles.as_ref(),
+        outputs.marks.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         let dir = parent_dir(path);
         if !dir.is_dir() {
-            return Err(SynthError::Settings(format!("output folder {} does not exist", dir.display())));
+            return Err(SynthError::Settings(format!(
+                "output folder {} does not exist",
+                dir.display()
+            )));
         }
     }
     Ok(format)
@@ -166,8 +191,15 @@ fn parent_dir(path: &Path) -> PathBuf {
 }
 
 fn temp_beside(path: &Path) -> Result<NamedTempFile, SynthError> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = parent_dir(path);
-    tempfile::Builder::new().prefix(".voxproof-").suffix(".partial").tempfile_in(&dir).map_err(io_error(&dir))
+    // Outputs are ordinary files for the user to share, not private temporaries.
+    tempfile::Builder::new()
+        .prefix(".voxproof-")
+        .suffix(".partial")
+        .permissions(std::fs::Permissions::from_mode(0o644))
+        .tempfile_in(&dir)
+        .map_err(io_error(&dir))
 }
 
 /// Renders `script` with `voice` into the requested files.
@@ -181,7 +213,10 @@ pub fn synthesize(
     let started = Instant::now();
     let format = check_outputs(outputs)?;
     if !(0.25..=4.0).contains(&settings.rate) {
-        return Err(SynthError::Settings(format!("rate {} is outside 0.25–4.0", settings.rate)));
+        return Err(SynthError::Settings(format!(
+            "rate {} is outside 0.25–4.0",
+            settings.rate
+        )));
     }
     let speaker_id = voice.speaker_id(settings.speaker.as_deref())?;
     let espeak = Espeak::shared(&settings.espeak_data)?;
@@ -239,19 +274,30 @@ pub fn synthesize(
                                     .iter()
                                     .map(|p| {
                                         let (ids, missing) = voice.ids(p);
-                                        unknown.fetch_add(missing, std::sync::atomic::Ordering::Relaxed);
+                                        unknown.fetch_add(
+                                            missing,
+                                            std::sync::atomic::Ordering::Relaxed,
+                                        );
                                         ids
                                     })
                                     .collect(),
-                                length_scale: base_inputs.length_scale / (settings.rate * sentence.rate.clamp(0.25, 4.0)),
+                                length_scale: base_inputs.length_scale
+                                    / (settings.rate * sentence.rate.clamp(0.25, 4.0)),
                             },
                             Err(e) => {
-                                let _ = phonemizer_done.send(Rendered { seq, pcm: Err(e.into()) });
+                                let _ = phonemizer_done.send(Rendered {
+                                    seq,
+                                    pcm: Err(e.into()),
+                                });
                                 return;
                             }
                         }
                     }
-                    _ => Task { seq, sentences: Vec::new(), length_scale: 1.0 },
+                    _ => Task {
+                        seq,
+                        sentences: Vec::new(),
+                        length_scale: 1.0,
+                    },
                 };
                 if task_tx.send(task).is_err() {
                     return;
@@ -265,7 +311,10 @@ pub fn synthesize(
             let model = &model;
             scope.spawn(move || {
                 for task in tasks {
-                    let inputs = ModelInputs { length_scale: task.length_scale, ..base_inputs };
+                    let inputs = ModelInputs {
+                        length_scale: task.length_scale,
+                        ..base_inputs
+                    };
                     let mut pcm = Vec::new();
                     let mut failed = None;
                     for ids in &task.sentences {
@@ -402,7 +451,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn open(sample_rate: u32, format: AudioFormat, settings: &SynthSettings, outputs: &OutputPaths) -> Result<Self, SynthError> {
+    fn open(
+        sample_rate: u32,
+        format: AudioFormat,
+        settings: &SynthSettings,
+        outputs: &OutputPaths,
+    ) -> Result<Self, SynthError> {
         if let Some(dir) = &outputs.chapters_dir {
             std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
@@ -419,7 +473,10 @@ impl Writer {
             room: Master::new(mastering, sample_rate),
             meter: LoudnessMeter::new(sample_rate),
             encoder: Some(encoder),
-            audio_file: PendingFile { temp, target: outputs.audio.clone() },
+            audio_file: PendingFile {
+                temp,
+                target: outputs.audio.clone(),
+            },
             samples_written: 0,
             marks: Vec::new(),
             chapters: Vec::new(),
@@ -454,7 +511,11 @@ impl Writer {
 
     fn silence(&mut self, ms: u32) -> Result<(), SynthError> {
         let count = (u64::from(ms) * u64::from(self.sample_rate) / 1000) as usize;
-        let tone = if self.master.is_some() { self.room.room_tone(count) } else { vec![0.0; count] };
+        let tone = if self.master.is_some() {
+            self.room.room_tone(count)
+        } else {
+            vec![0.0; count]
+        };
         self.write(&tone)
     }
 
@@ -464,18 +525,44 @@ impl Writer {
                 if !self.chapters.is_empty() {
                     self.end_chapter()?;
                     self.silence(self.settings.chapter_pause_ms)?;
+                    // Chapters are contiguous: the pause belongs to the chapter it ends.
+                    let now = self.now_ms();
+                    if let Some(last) = self.chapters.last_mut() {
+                        last.end_ms = now;
+                    }
                 }
-                let title = title.clone().unwrap_or_else(|| format!("Chapter {}", index + 1));
+                let title = title
+                    .clone()
+                    .unwrap_or_else(|| format!("Chapter {}", index + 1));
                 let start_ms = self.now_ms();
-                self.chapters.push(ChapterMark { title: title.clone(), start_ms, end_ms: start_ms });
+                self.chapters.push(ChapterMark {
+                    title: title.clone(),
+                    start_ms,
+                    end_ms: start_ms,
+                });
                 let chapter_file_title = title.clone();
-                self.marks.push(Mark { time_ms: start_ms, kind: MarkKind::Chapter, start: 0, end: 0, value: title, end_ms: start_ms });
+                self.marks.push(Mark {
+                    time_ms: start_ms,
+                    kind: MarkKind::Chapter,
+                    start: 0,
+                    end: 0,
+                    value: title,
+                    end_ms: start_ms,
+                });
                 if let Some(dir) = self.outputs.chapters_dir.clone() {
-                    let target = dir.join(format!("{:03}-{}.{}", index + 1, file_stem(&chapter_file_title), self.format.extension()));
+                    let target = dir.join(format!(
+                        "{:03}-{}.{}",
+                        index + 1,
+                        file_stem(&chapter_file_title),
+                        self.format.extension()
+                    ));
                     let temp = temp_beside(&target)?;
                     let file = temp.reopen().map_err(io_error(temp.path()))?;
                     let encoder = voxproof_audio::encoder(self.format, file, self.sample_rate)?;
-                    self.chapter = Some(ChapterOutput { encoder, file: PendingFile { temp, target } });
+                    self.chapter = Some(ChapterOutput {
+                        encoder,
+                        file: PendingFile { temp, target },
+                    });
                 }
                 self.silence(self.settings.chapter_lead_in_ms)?;
                 self.pause_before_next_ms = None;
@@ -494,7 +581,12 @@ impl Writer {
                 let start_ms = self.now_ms();
                 self.write(&pcm)?;
                 let end_ms = self.now_ms();
-                if let Some(chapter_mark) = self.marks.iter_mut().rev().find(|m| m.kind == MarkKind::Chapter) {
+                if let Some(chapter_mark) = self
+                    .marks
+                    .iter_mut()
+                    .rev()
+                    .find(|m| m.kind == MarkKind::Chapter)
+                {
                     if chapter_mark.end == 0 && chapter_mark.start == 0 {
                         chapter_mark.start = sentence.span.start;
                         chapter_mark.end = sentence.span.end;
@@ -544,12 +636,18 @@ impl Writer {
             pending.push(text_file(path, &timeline::subtitles(&self.marks, format))?);
         }
         if let Some(path) = &self.outputs.marks {
-            let json = serde_json::to_string_pretty(&self.marks).map_err(|e| SynthError::Settings(e.to_string()))?;
+            let json = serde_json::to_string_pretty(&self.marks)
+                .map_err(|e| SynthError::Settings(e.to_string()))?;
             pending.push(text_file(path, &json)?);
         }
         let mut files = Vec::new();
         for file in pending {
-            file.temp.persist(&file.target).map_err(|e| SynthError::Io { path: file.target.clone(), source: e.error })?;
+            file.temp
+                .persist(&file.target)
+                .map_err(|e| SynthError::Io {
+                    path: file.target.clone(),
+                    source: e.error,
+                })?;
             files.push(file.target);
         }
         let seconds = self.samples_written as f64 / f64::from(self.sample_rate);
@@ -560,15 +658,25 @@ impl Writer {
 fn text_file(path: &Path, contents: &str) -> Result<PendingFile, SynthError> {
     use std::io::Write;
     let mut temp = temp_beside(path)?;
-    temp.write_all(contents.as_bytes()).map_err(io_error(path))?;
-    Ok(PendingFile { temp, target: path.to_path_buf() })
+    temp.write_all(contents.as_bytes())
+        .map_err(io_error(path))?;
+    Ok(PendingFile {
+        temp,
+        target: path.to_path_buf(),
+    })
 }
 
 /// A file-name-safe, short form of a chapter title.
 fn file_stem(title: &str) -> String {
     let stem: String = title
         .chars()
-        .map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect::<String>()
         .split('-')
         .filter(|s| !s.is_empty())
@@ -601,7 +709,10 @@ mod tests {
 
     #[test]
     fn chapter_file_names() {
-        assert_eq!(file_stem("Chapter IV: The Return!"), "chapter-iv-the-return");
+        assert_eq!(
+            file_stem("Chapter IV: The Return!"),
+            "chapter-iv-the-return"
+        );
         assert_eq!(file_stem("???"), "chapter");
     }
 }

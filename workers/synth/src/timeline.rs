@@ -52,14 +52,32 @@ pub fn subtitles(marks: &[Mark], format: SubtitleFormat) -> String {
     if format == SubtitleFormat::WebVtt {
         out.push_str("WEBVTT\n\n");
     }
-    let decimal = if format == SubtitleFormat::WebVtt { '.' } else { ',' };
-    for (n, mark) in marks.iter().filter(|m| m.kind == MarkKind::Sentence).enumerate() {
+    let decimal = if format == SubtitleFormat::WebVtt {
+        '.'
+    } else {
+        ','
+    };
+    for (n, mark) in marks
+        .iter()
+        .filter(|m| m.kind == MarkKind::Sentence)
+        .enumerate()
+    {
         if format == SubtitleFormat::Srt {
             let _ = writeln!(out, "{}", n + 1);
         }
         let text = mark.value.replace("-->", "->");
-        let text = if format == SubtitleFormat::WebVtt { text.replace('&', "&amp;").replace('<', "&lt;") } else { text };
-        let _ = writeln!(out, "{} --> {}\n{}\n", timestamp(mark.time_ms, decimal), timestamp(mark.end_ms, decimal), text);
+        let text = if format == SubtitleFormat::WebVtt {
+            text.replace('&', "&amp;").replace('<', "&lt;")
+        } else {
+            text
+        };
+        let _ = writeln!(
+            out,
+            "{} --> {}\n{}\n",
+            timestamp(mark.time_ms, decimal),
+            timestamp(mark.end_ms, decimal),
+            text
+        );
     }
     out
 }
@@ -69,16 +87,27 @@ mod tests {
     use super::*;
 
     fn mark(t: u64, end: u64, value: &str) -> Mark {
-        Mark { time_ms: t, kind: MarkKind::Sentence, start: 0, end: value.len(), value: value.into(), end_ms: end }
+        Mark {
+            time_ms: t,
+            kind: MarkKind::Sentence,
+            start: 0,
+            end: value.len(),
+            value: value.into(),
+            end_ms: end,
+        }
     }
 
     #[test]
     fn vtt_and_srt() {
-        let marks = [mark(0, 1500, "Hello <world>."), mark(3_723_004, 3_724_000, "Later.")];
+        let marks = [
+            mark(0, 1500, "Hello <world>."),
+            mark(3_723_004, 3_724_000, "Later."),
+        ];
         assert_eq!(
             subtitles(&marks, SubtitleFormat::WebVtt),
             "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nHello &lt;world>.\n\n01:02:03.004 --> 01:02:04.000\nLater.\n\n"
         );
-        assert!(subtitles(&marks, SubtitleFormat::Srt).starts_with("1\n00:00:00,000 --> 00:00:01,500\nHello <world>.\n\n2\n"));
+        assert!(subtitles(&marks, SubtitleFormat::Srt)
+            .starts_with("1\n00:00:00,000 --> 00:00:01,500\nHello <world>.\n\n2\n"));
     }
 }

@@ -159,12 +159,8 @@ pub fn normalize(text: &str) -> String {
         .into_owned();
     s = DAY_OF_MONTH
         .replace_all(&s, |c: &Captures| {
-            let article = if c[0].starts_with("the ") {
-                "the "
-            } else {
-                "the "
-            };
-            format!("{article}{} of {}", ordinal(num(&c[1])), &c[2])
+            // "4th of July" and "the 4th of July" are both read with the article.
+            format!("the {} of {}", ordinal(num(&c[1])), &c[2])
         })
         .into_owned();
     s = TIME

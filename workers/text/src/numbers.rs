@@ -96,7 +96,7 @@ pub fn year(n: u64) -> String {
         return cardinal(n);
     }
     let (high, low) = (n / 100, n % 100);
-    if n % 1000 < 10 && (2000..2010).contains(&n) || n % 1000 == 0 {
+    if (2000..2010).contains(&n) || n.is_multiple_of(1000) {
         return cardinal(n);
     }
     match low {

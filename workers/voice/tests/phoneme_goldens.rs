@@ -29,7 +29,7 @@ fn phoneme_ids_match_piper_on_the_corpus() {
     let mut mismatches = Vec::new();
     for case in &goldens.cases {
         let sentences = voice
-            .phonemize(&espeak, &[Spoken::Words(&case.text)])
+            .phonemize(espeak, &[Spoken::Words(&case.text)])
             .unwrap();
         let ids: Vec<Vec<i64>> = sentences.iter().map(|s| voice.ids(s).0).collect();
         if ids == case.ids {

@@ -198,6 +198,30 @@ fn markdown_chapters_reach_mp3_metadata_and_chapter_files() {
 }
 
 #[test]
+fn ssml_breaks_and_rates_shape_the_audio() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.ssml");
+    let shaped = dir.path().join("shaped.ssml");
+    std::fs::write(&plain, "<speak><p>One two three four five six.</p></speak>").unwrap();
+    std::fs::write(&shaped, "<speak><p>One two three<break time=\"2s\"/><prosody rate=\"slow\">four five six.</prosody></p></speak>").unwrap();
+    let seconds = |input: &Path| {
+        let out = input.with_extension("wav");
+        assert_ok(&run(voxproof()
+            .args(["synth", "--voice", VOICE, "--in"])
+            .arg(input)
+            .arg("--out")
+            .arg(&out)));
+        let reader = hound::WavReader::open(&out).unwrap();
+        f64::from(reader.duration()) / 22050.0
+    };
+    let (plain, shaped) = (seconds(&plain), seconds(&shaped));
+    assert!(
+        shaped > plain + 2.0,
+        "break and slow rate should lengthen: {plain:.2} s vs {shaped:.2} s"
+    );
+}
+
+#[test]
 fn standard_input_and_lexicon_are_used() {
     let dir = tempfile::tempdir().unwrap();
     let lexicon = dir.path().join("lexicon.txt");

@@ -35,6 +35,8 @@ pub enum Inline {
     Phonemes { ipa: String, text: String },
     /// Silence of a given length.
     Break { ms: u32 },
+    /// The end of a sentence where punctuation may not show it (SSML `</s>`).
+    SentenceEnd,
 }
 
 impl Paragraph {
@@ -52,6 +54,7 @@ impl Paragraph {
             Inline::Text { text, .. } | Inline::Verbatim { text, .. } => text.trim().is_empty(),
             Inline::Phonemes { ipa, .. } => ipa.trim().is_empty(),
             Inline::Break { .. } => false,
+            Inline::SentenceEnd => true,
         })
     }
 }
@@ -144,6 +147,8 @@ struct Flat {
     breaks: Vec<(usize, u32)>,
     /// Byte offsets where a rate takes effect.
     rates: Vec<(usize, f32)>,
+    /// Byte offsets where a sentence must end.
+    sentence_ends: Vec<usize>,
 }
 
 impl Flat {
@@ -175,6 +180,7 @@ impl Flat {
                     flat.phonemes.push((start..flat.text.len(), ipa.clone()));
                 }
                 Inline::Break { ms } => flat.breaks.push((flat.text.len(), *ms)),
+                Inline::SentenceEnd => flat.sentence_ends.push(flat.text.len()),
             }
         }
         flat
@@ -209,6 +215,7 @@ impl Flat {
             .iter()
             .map(|(at, _)| *at)
             .chain(self.rates.iter().map(|(at, _)| *at))
+            .chain(self.sentence_ends.iter().copied())
             .collect();
         cuts.sort_unstable();
         let mut ranges = Vec::new();

@@ -6,22 +6,7 @@ use std::sync::LazyLock;
 
 use regex::{Captures, Regex};
 
-use crate::numbers::{cardinal, digits, ordinal, roman, year};
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
+use crate::numbers::{cardinal, digits, ordinal, roman, year, MONTHS};
 
 /// Abbreviations expanded wherever they appear (case-sensitive, with their dot).
 const ABBREVIATIONS: &[(&str, &str)] = &[

@@ -1,5 +1,21 @@
 //! Numbers to English words.
 
+/// English month names, January first.
+pub const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
 const ONES: [&str; 20] = [
     "zero",
     "one",

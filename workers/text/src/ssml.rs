@@ -7,7 +7,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::document::{Chapter, Document, Inline, Paragraph};
-use crate::numbers::{cardinal, digits, ordinal, year};
+use crate::numbers::{cardinal, digits, ordinal, year, MONTHS};
 use crate::TextError;
 
 /// Longest break honoured, in milliseconds.
@@ -340,21 +340,6 @@ fn parse_rate(s: &str) -> Option<f32> {
     };
     (rate > 0.0 && rate.is_finite()).then_some(rate)
 }
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
 
 fn say_as(interpret_as: &str, format: Option<&str>, text: &str) -> String {
     let digits_only: String = text.chars().filter(char::is_ascii_digit).collect();

@@ -319,7 +319,7 @@ pub fn synthesize(
                     let mut failed = None;
                     for ids in &task.sentences {
                         match model.infer(slot, ids, &inputs) {
-                            Ok(samples) => pcm.extend(trim_silence(&samples, model_rate(voice))),
+                            Ok(samples) => pcm.extend(trim_silence(&samples, voice.sample_rate())),
                             Err(e) => {
                                 failed = Some(e);
                                 break;
@@ -360,10 +360,6 @@ pub fn synthesize(
         loudness,
         files,
     })
-}
-
-fn model_rate(voice: &Voice) -> u32 {
-    voice.sample_rate()
 }
 
 fn write_in_order(
@@ -437,7 +433,6 @@ struct Writer {
     settings: SynthSettings,
     outputs: OutputPaths,
     master: Option<Master>,
-    room: Master,
     meter: LoudnessMeter,
     encoder: Option<Box<dyn AudioEncoder>>,
     audio_file: PendingFile,
@@ -463,14 +458,12 @@ impl Writer {
         let temp = temp_beside(&outputs.audio)?;
         let file = temp.reopen().map_err(io_error(temp.path()))?;
         let encoder = voxproof_audio::encoder(format, file, sample_rate)?;
-        let mastering = settings.mastering.unwrap_or_default();
         Ok(Self {
             sample_rate,
             format,
             settings: settings.clone(),
             outputs: outputs.clone(),
             master: settings.mastering.map(|m| Master::new(m, sample_rate)),
-            room: Master::new(mastering, sample_rate),
             meter: LoudnessMeter::new(sample_rate),
             encoder: Some(encoder),
             audio_file: PendingFile {
@@ -511,10 +504,9 @@ impl Writer {
 
     fn silence(&mut self, ms: u32) -> Result<(), SynthError> {
         let count = (u64::from(ms) * u64::from(self.sample_rate) / 1000) as usize;
-        let tone = if self.master.is_some() {
-            self.room.room_tone(count)
-        } else {
-            vec![0.0; count]
+        let tone = match self.master.as_mut() {
+            Some(master) => master.room_tone(count),
+            None => vec![0.0; count],
         };
         self.write(&tone)
     }

@@ -1,6 +1,6 @@
 //! EPUB 2 and 3: chapters in spine order, titled from the EPUB 3 navigation document or the
 //! EPUB 2 NCX; XHTML read as paragraphs; footnotes, note references, scripts and styles
-//! skipped. Reads only from the archive (no network), refuses document type declarations
+//! skipped. Reads only from the archive (no network), refuses entity declarations
 //! (no external entities), and caps decompressed sizes against zip bombs.
 
 use std::collections::HashMap;
@@ -60,7 +60,16 @@ impl Archive {
                 ),
             ));
         }
-        String::from_utf8(bytes).map_err(|_| error(path, "not valid UTF-8"))
+        let text = String::from_utf8(bytes).map_err(|_| error(path, "not valid UTF-8"))?;
+        // Entity declarations are how XML reaches outside a document (and how entity
+        // bombs grow); no book needs them. A plain DOCTYPE, common in EPUB 2, is fine.
+        if text.contains("<!ENTITY") {
+            return Err(error(
+                path,
+                "DOCTYPE declarations with entities are not allowed",
+            ));
+        }
+        Ok(text)
     }
 }
 
@@ -139,7 +148,6 @@ fn first_attribute(
             Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == element => {
                 return attr(&e, attribute, path);
             }
-            Event::DocType(_) => return Err(error(path, "DOCTYPE declarations are not allowed")),
             Event::Eof => return Ok(None),
             _ => {}
         }
@@ -230,9 +238,6 @@ impl Package {
                     }
                     _ => {}
                 },
-                Event::DocType(_) => {
-                    return Err(error(path, "DOCTYPE declarations are not allowed"))
-                }
                 Event::Eof => break,
                 _ => {}
             }
@@ -331,12 +336,6 @@ fn toc_titles(text: &str, path: &str, kind: TocKind) -> Result<HashMap<String, S
                 }
                 _ => {}
             },
-            Event::DocType(_) if text.contains("<!ENTITY") => {
-                return Err(error(
-                    path,
-                    "DOCTYPE declarations with entities are not allowed",
-                ))
-            }
             Event::Eof => break,
             _ => {}
         }
@@ -409,12 +408,6 @@ fn xhtml_paragraphs(text: &str, path: &str) -> Result<Vec<Paragraph>, TextError>
                 current.push_str(&unescape_html(&String::from_utf8_lossy(&t)))
             }
             Event::CData(t) if skip_depth == 0 => current.push_str(&String::from_utf8_lossy(&t)),
-            Event::DocType(_) if text.contains("<!ENTITY") => {
-                return Err(error(
-                    path,
-                    "DOCTYPE declarations with entities are not allowed",
-                ))
-            }
             Event::Eof => break,
             _ => {}
         }

@@ -10,7 +10,6 @@ pub fn parse(text: &str) -> Document {
         chapters: vec![Chapter::default()],
     };
     let mut current = String::new();
-    let mut in_heading: Option<HeadingLevel> = None;
     let mut skip_depth = 0usize;
     let options =
         Options::ENABLE_TABLES | Options::ENABLE_FOOTNOTES | Options::ENABLE_STRIKETHROUGH;
@@ -27,9 +26,8 @@ pub fn parse(text: &str) -> Document {
                 skip_depth = skip_depth.saturating_sub(1);
             }
             _ if skip_depth > 0 => {}
-            Event::Start(Tag::Heading { level, .. }) => {
+            Event::Start(Tag::Heading { .. }) => {
                 flush(&mut current, &mut document);
-                in_heading = Some(level);
             }
             Event::End(TagEnd::Heading(level)) => {
                 let title = std::mem::take(&mut current).trim().to_string();
@@ -46,7 +44,6 @@ pub fn parse(text: &str) -> Document {
                     };
                     push(&mut document, title);
                 }
-                in_heading = None;
             }
             Event::End(
                 TagEnd::Paragraph | TagEnd::Item | TagEnd::TableRow | TagEnd::BlockQuote(_),
@@ -59,7 +56,6 @@ pub fn parse(text: &str) -> Document {
             _ => {}
         }
     }
-    let _ = in_heading;
     flush(&mut current, &mut document);
     document.tidy()
 }

@@ -40,7 +40,7 @@ struct SynthArgs {
     /// Input file, or `-` for standard input.
     #[arg(long = "in")]
     input: String,
-    /// Output audio file; its extension picks the format (.wav, .mp3).
+    /// Output audio file; its extension picks the format (.wav, .flac, .mp3, .opus, .m4b).
     #[arg(long)]
     out: PathBuf,
     /// Input kind when the extension does not tell (text, markdown, ssml, epub).

@@ -156,6 +156,7 @@ struct Rendered {
 /// Checks the outputs before any work: formats known, folders present.
 pub fn check_outputs(outputs: &OutputPaths) -> Result<AudioFormat, SynthError> {
     let format = AudioFormat::from_path(&outputs.audio)?;
+    voxproof_audio::encode::check_available(format)?;
     if let Some(subtitles) = &outputs.subtitles {
         SubtitleFormat::from_path(subtitles).ok_or_else(|| {
             SynthError::Settings(format!(
@@ -456,8 +457,7 @@ impl Writer {
             std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         }
         let temp = temp_beside(&outputs.audio)?;
-        let file = temp.reopen().map_err(io_error(temp.path()))?;
-        let encoder = voxproof_audio::encoder(format, file, sample_rate)?;
+        let encoder = voxproof_audio::encoder(format, temp.path(), sample_rate)?;
         Ok(Self {
             sample_rate,
             format,
@@ -549,8 +549,8 @@ impl Writer {
                         self.format.extension()
                     ));
                     let temp = temp_beside(&target)?;
-                    let file = temp.reopen().map_err(io_error(temp.path()))?;
-                    let encoder = voxproof_audio::encoder(self.format, file, self.sample_rate)?;
+                    let encoder =
+                        voxproof_audio::encoder(self.format, temp.path(), self.sample_rate)?;
                     self.chapter = Some(ChapterOutput {
                         encoder,
                         file: PendingFile { temp, target },

@@ -1,118 +1,17 @@
-//! Encoders from mono f32 PCM to files, with chapter metadata where the format has it.
+//! MP3 through LAME, with ID3v2.4 chapters (CTOC + CHAP frames).
 
 use std::fs::File;
 use std::io::{BufWriter, Seek, Write};
 use std::mem::MaybeUninit;
 use std::path::Path;
 
+use super::{to_i16, AudioEncoder, ChapterMark};
 use crate::AudioError;
-
-/// Output container/codec, chosen from the output file's extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AudioFormat {
-    Wav,
-    Mp3,
-}
-
-impl AudioFormat {
-    pub fn from_path(path: &Path) -> Result<Self, AudioError> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        match ext.as_str() {
-            "wav" => Ok(Self::Wav),
-            "mp3" => Ok(Self::Mp3),
-            "flac" | "opus" | "ogg" | "m4b" | "m4a" => Err(AudioError::Unsupported(format!(
-                "output format .{ext} is not available yet; use .wav or .mp3"
-            ))),
-            _ => Err(AudioError::Unsupported(format!(
-                "cannot tell the audio format from {:?}; use a .wav or .mp3 file name",
-                path.display().to_string()
-            ))),
-        }
-    }
-
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Wav => "wav",
-            Self::Mp3 => "mp3",
-        }
-    }
-}
-
-/// A chapter of the finished program.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChapterMark {
-    pub title: String,
-    pub start_ms: u64,
-    pub end_ms: u64,
-}
-
-/// Streams PCM into a file. `finish` completes the file; dropping an unfinished encoder
-/// leaves its (temporary) file incomplete, for the caller to discard.
-pub trait AudioEncoder: Send {
-    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError>;
-    fn finish(self: Box<Self>, chapters: &[ChapterMark]) -> Result<(), AudioError>;
-}
-
-/// Opens an encoder writing `format` into `file`.
-pub fn encoder(
-    format: AudioFormat,
-    file: File,
-    sample_rate: u32,
-) -> Result<Box<dyn AudioEncoder>, AudioError> {
-    Ok(match format {
-        AudioFormat::Wav => Box::new(WavEncoder::new(file, sample_rate)?),
-        AudioFormat::Mp3 => Box::new(Mp3Encoder::new(file, sample_rate)?),
-    })
-}
-
-fn to_i16(s: f32) -> i16 {
-    (s.clamp(-1.0, 1.0) * 32767.0).round() as i16
-}
-
-struct WavEncoder {
-    writer: hound::WavWriter<BufWriter<File>>,
-}
-
-impl WavEncoder {
-    fn new(file: File, sample_rate: u32) -> Result<Self, AudioError> {
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let writer = hound::WavWriter::new(BufWriter::new(file), spec)
-            .map_err(|e| AudioError::Encode(e.to_string()))?;
-        Ok(Self { writer })
-    }
-}
-
-impl AudioEncoder for WavEncoder {
-    fn write(&mut self, samples: &[f32]) -> Result<(), AudioError> {
-        let mut writer = self.writer.get_i16_writer(samples.len() as u32);
-        for &s in samples {
-            writer.write_sample(to_i16(s));
-        }
-        writer
-            .flush()
-            .map_err(|e| AudioError::Encode(e.to_string()))
-    }
-
-    fn finish(self: Box<Self>, _chapters: &[ChapterMark]) -> Result<(), AudioError> {
-        self.writer
-            .finalize()
-            .map_err(|e| AudioError::Encode(e.to_string()))
-    }
-}
 
 /// MP3 through LAME (mono, 64 kbit/s CBR: the usual audiobook setting). The ID3v2 tag with
 /// CHAP/CTOC frames must precede the audio, and chapter times are known only at the end, so
 /// frames go to a scratch file first and are copied behind the tag in `finish`.
-struct Mp3Encoder {
+pub(super) struct Mp3Encoder {
     lame: mp3lame_encoder::Encoder,
     scratch: BufWriter<File>,
     out: File,
@@ -121,7 +20,8 @@ struct Mp3Encoder {
 }
 
 impl Mp3Encoder {
-    fn new(out: File, sample_rate: u32) -> Result<Self, AudioError> {
+    pub(super) fn new(path: &Path, sample_rate: u32) -> Result<Self, AudioError> {
+        let out = File::create(path)?;
         use mp3lame_encoder::{Bitrate, Builder, Quality};
         let err = |e: mp3lame_encoder::BuildError| AudioError::Encode(format!("LAME: {e:?}"));
         let mut builder =

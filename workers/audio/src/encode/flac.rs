@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use libflac_sys as ffi;
 
-use super::{to_i16, vorbis_chapter_comments, vorbis_comment_body, AudioEncoder, ChapterMark};
+use super::{
+    scratch_dir, to_i16, vorbis_chapter_comments, vorbis_comment_body, AudioEncoder, ChapterMark,
+};
 use crate::AudioError;
 
 const BLOCK_VORBIS_COMMENT: u8 = 4;
@@ -33,8 +35,7 @@ fn failed(what: &str) -> AudioError {
 
 impl FlacEncoder {
     pub(super) fn new(path: &Path, sample_rate: u32) -> Result<Self, AudioError> {
-        let scratch = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))?
-            .into_temp_path();
+        let scratch = tempfile::NamedTempFile::new_in(scratch_dir(path))?.into_temp_path();
         let c_path =
             CString::new(scratch.as_os_str().as_bytes()).map_err(|_| failed("bad scratch path"))?;
         // SAFETY: plain libFLAC calls on an encoder we own; the path outlives init_file.

@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
-use super::{to_i16, AudioEncoder, ChapterMark};
+use super::{scratch_dir, to_i16, AudioEncoder, ChapterMark};
 use crate::AudioError;
 
 const BITRATE: &str = "64k";
@@ -47,13 +47,9 @@ pub(super) struct M4bEncoder {
 impl M4bEncoder {
     pub(super) fn new(path: &Path, sample_rate: u32) -> Result<Self, AudioError> {
         let ffmpeg = ffmpeg()?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
         let scratch = tempfile::Builder::new()
             .suffix(".m4a")
-            .tempfile_in(dir)?
+            .tempfile_in(scratch_dir(path))?
             .into_temp_path();
         let rate = sample_rate.to_string();
         let mut child = Command::new(&ffmpeg)

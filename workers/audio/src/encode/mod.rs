@@ -90,6 +90,15 @@ pub fn check_available(format: AudioFormat) -> Result<(), AudioError> {
     }
 }
 
+/// The folder for an encoder's scratch files: beside the output, on a disk that has room
+/// for it, never in a `/tmp` that may be memory.
+fn scratch_dir(output: &Path) -> &Path {
+    output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// `H:MM:SS.mmm`-style stamp with two-digit hours.
 fn clock(ms: u64) -> String {
     format!(

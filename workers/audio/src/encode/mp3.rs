@@ -5,7 +5,7 @@ use std::io::{BufWriter, Seek, Write};
 use std::mem::MaybeUninit;
 use std::path::Path;
 
-use super::{to_i16, AudioEncoder, ChapterMark};
+use super::{scratch_dir, to_i16, AudioEncoder, ChapterMark};
 use crate::AudioError;
 
 /// MP3 through LAME (mono, 64 kbit/s CBR: the usual audiobook setting). The ID3v2 tag with
@@ -31,7 +31,7 @@ impl Mp3Encoder {
         builder.set_brate(Bitrate::Kbps64).map_err(err)?;
         builder.set_quality(Quality::Good).map_err(err)?;
         let lame = builder.build().map_err(err)?;
-        let scratch = BufWriter::new(tempfile::tempfile().map_err(AudioError::Io)?);
+        let scratch = BufWriter::new(tempfile::tempfile_in(scratch_dir(path))?);
         Ok(Self {
             lame,
             scratch,

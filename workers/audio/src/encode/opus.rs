@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rubato::{FftFixedInOut, Resampler};
 
 use super::ogg::OggWriter;
-use super::{vorbis_chapter_comments, vorbis_comment_body, AudioEncoder, ChapterMark};
+use super::{scratch_dir, vorbis_chapter_comments, vorbis_comment_body, AudioEncoder, ChapterMark};
 use crate::AudioError;
 
 const OPUS_RATE: u32 = 48_000;
@@ -100,7 +100,7 @@ impl OpusEncoder {
             opus,
             resampler,
             pending: Vec::new(),
-            scratch: BufWriter::new(tempfile::tempfile()?),
+            scratch: BufWriter::new(tempfile::tempfile_in(scratch_dir(path))?),
             out: path.to_path_buf(),
             input_rate: sample_rate,
             pre_skip,

@@ -6,7 +6,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights};
 use ort::session::Session;
 use ort::value::Tensor;
 
@@ -65,6 +65,7 @@ fn build_session(
     env: &Environment,
     model: &Path,
     options: &PoolOptions,
+    prepacked: &PrepackedWeights,
 ) -> Result<Session, VoiceError> {
     let runtime_error = |e: ort::Error| VoiceError::Runtime(format!("{}: {e}", model.display()));
     let mut builder = Session::builder(env)
@@ -75,6 +76,8 @@ fn build_session(
         .with_intra_threads(options.intra_threads.max(1))
         .map_err(|e| runtime_error(e.into()))?
         .with_inter_threads(1)
+        .map_err(|e| runtime_error(e.into()))?
+        .with_prepacked_weights(prepacked)
         .map_err(|e| runtime_error(e.into()))?;
     if let ExecutionProvider::Cuda { device_id } = options.provider {
         builder = builder
@@ -101,10 +104,13 @@ pub struct PoolOptions {
 impl VoiceModel {
     pub fn load(model: &Path, options: &PoolOptions) -> Result<Self, VoiceError> {
         let env = environment(&options.library)?;
+        // Weights that ONNX Runtime re-lays out for its kernels are kept once for the pool,
+        // not once per session.
+        let prepacked = PrepackedWeights::new();
         // Sessions are built concurrently: each spends most of a second optimizing the graph.
         let sessions: Vec<Session> = std::thread::scope(|scope| {
             let builders: Vec<_> = (0..options.sessions.max(1))
-                .map(|_| scope.spawn(|| build_session(env, model, options)))
+                .map(|_| scope.spawn(|| build_session(env, model, options, &prepacked)))
                 .collect();
             builders
                 .into_iter()

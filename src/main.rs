@@ -1,5 +1,7 @@
 //! The `voxproof` command: wiring only; the work lives in the workspace crates.
 
+mod platform;
+
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +31,24 @@ enum Command {
     Voices {
         #[command(subcommand)]
         command: VoicesCommand,
+    },
+    /// Apply the database migrations.
+    Migrate,
+    /// Run the HTTP API.
+    Serve,
+    /// Render queued jobs.
+    Worker(platform::WorkerArgs),
+    /// API and worker in one process (migrations applied on start).
+    Dev(platform::WorkerArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: platform::KeysCommand,
+    },
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: platform::AuditCommand,
     },
 }
 
@@ -111,14 +131,28 @@ enum VoicesCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Services log their progress; one-shot commands only their warnings.
+    let default_level = match cli.command {
+        Command::Serve | Command::Worker(_) | Command::Dev(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("VOXPROOF_LOG"))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VOXPROOF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Synth(args) => synth(*args),
         Command::Voices { command } => voices(command),
+        Command::Migrate => platform::migrate(),
+        Command::Serve => platform::serve(),
+        Command::Worker(args) => platform::worker(args),
+        Command::Dev(args) => platform::dev(args),
+        Command::Keys { command } => platform::keys(command),
+        Command::Audit { command } => platform::audit(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

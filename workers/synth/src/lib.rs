@@ -340,7 +340,12 @@ pub fn synthesize(
     });
     result?;
 
-    let (files, loudness, audio_seconds, chapters) = writer.finish(&script.normalized_text)?;
+    let Written {
+        files,
+        loudness,
+        audio_seconds,
+        chapters,
+    } = writer.finish(&script.normalized_text)?;
     Ok(Report {
         sentences: total,
         chapters,
@@ -482,8 +487,10 @@ struct ChapterOutput {
     file: PendingFile,
 }
 
-/// Everything the writer stage owns.
-struct Writer {
+/// The writer stage: takes items in order with their raw PCM, masters, encodes and times
+/// them. `synthesize` drives it from its own model sessions; the platform's assembler drives
+/// it from segments rendered elsewhere.
+pub struct Writer {
     sample_rate: u32,
     format: AudioFormat,
     settings: SynthSettings,
@@ -502,7 +509,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn open(
+    pub fn open(
         sample_rate: u32,
         format: AudioFormat,
         settings: &SynthSettings,
@@ -534,7 +541,7 @@ impl Writer {
         })
     }
 
-    fn seconds(&self) -> f64 {
+    pub fn seconds(&self) -> f64 {
         self.samples_written as f64 / f64::from(self.sample_rate)
     }
 
@@ -566,7 +573,9 @@ impl Writer {
         self.write(&tone)
     }
 
-    fn item(&mut self, item: &Item, mut pcm: Vec<f32>) -> Result<(), SynthError> {
+    /// Adds the next item; `pcm` is the item's trimmed model output (empty for pauses and
+    /// chapter starts).
+    pub fn item(&mut self, item: &Item, mut pcm: Vec<f32>) -> Result<(), SynthError> {
         match item {
             Item::Chapter { index, title } => {
                 if !self.chapters.is_empty() {
@@ -671,10 +680,7 @@ impl Writer {
     }
 
     /// Completes every file and moves them to their names.
-    fn finish(
-        mut self,
-        normalized_text: &str,
-    ) -> Result<(Vec<PathBuf>, Loudness, f64, usize), SynthError> {
+    pub fn finish(mut self, normalized_text: &str) -> Result<Written, SynthError> {
         self.end_chapter()?;
         if let Some(encoder) = self.encoder.take() {
             encoder.finish(&self.chapters)?;
@@ -703,8 +709,120 @@ impl Writer {
                 })?;
             files.push(file.target);
         }
-        let seconds = self.samples_written as f64 / f64::from(self.sample_rate);
-        Ok((files, self.meter.result(), seconds, self.chapters.len()))
+        let audio_seconds = self.samples_written as f64 / f64::from(self.sample_rate);
+        Ok(Written {
+            files,
+            loudness: self.meter.result(),
+            audio_seconds,
+            chapters: self.chapters.len(),
+        })
+    }
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("format", &self.format)
+            .field("samples_written", &self.samples_written)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the writer produced.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// Every file, at its final name: the audio first, then chapter files and text files.
+    pub files: Vec<PathBuf>,
+    pub loudness: Loudness,
+    pub audio_seconds: f64,
+    pub chapters: usize,
+}
+
+/// Per-job speaking settings for [`SentenceEngine::render`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Speaking {
+    pub speaker_id: Option<i64>,
+    pub rate: f32,
+    pub noise_scale: Option<f32>,
+    pub noise_w: Option<f32>,
+}
+
+/// A voice loaded for rendering one sentence at a time on any of its sessions: what the
+/// platform's segment workers use, each concurrent task holding one session slot.
+pub struct SentenceEngine {
+    voice: Voice,
+    espeak: &'static Espeak,
+    model: VoiceModel,
+}
+
+impl std::fmt::Debug for SentenceEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentenceEngine")
+            .field("voice", &self.voice.name)
+            .field("sessions", &self.model.pool_size())
+            .finish()
+    }
+}
+
+impl SentenceEngine {
+    pub fn load(voice: Voice, settings: &SynthSettings) -> Result<Self, SynthError> {
+        let espeak = Espeak::shared(&settings.espeak_data)?;
+        let model = VoiceModel::load(
+            &voice.model_path,
+            &PoolOptions {
+                library: settings.ort_library.clone(),
+                provider: settings.provider,
+                sessions: settings.sessions.max(1),
+                intra_threads: settings.intra_threads.max(1),
+            },
+        )?;
+        Ok(Self {
+            voice,
+            espeak,
+            model,
+        })
+    }
+
+    pub fn voice(&self) -> &Voice {
+        &self.voice
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.model.pool_size()
+    }
+
+    /// Seconds spent inside the model so far, summed over sessions.
+    pub fn model_seconds(&self) -> f64 {
+        self.model.run_seconds()
+    }
+
+    /// The trimmed PCM of one sentence, on session `slot`.
+    pub fn render(
+        &self,
+        slot: usize,
+        sentence: &voxproof_text::Sentence,
+        speaking: &Speaking,
+    ) -> Result<Vec<f32>, SynthError> {
+        if !(0.25..=4.0).contains(&speaking.rate) {
+            return Err(SynthError::Settings(format!(
+                "rate {} is outside 0.25–4.0",
+                speaking.rate
+            )));
+        }
+        let inference = self.voice.config.inference;
+        let inputs = ModelInputs {
+            noise_scale: speaking.noise_scale.unwrap_or(inference.noise_scale),
+            length_scale: inference.length_scale / (speaking.rate * sentence.rate.clamp(0.25, 4.0)),
+            noise_w: speaking.noise_w.unwrap_or(inference.noise_w),
+            speaker_id: speaking.speaker_id,
+        };
+        let unknown = AtomicUsize::new(0);
+        let mut pcm = Vec::new();
+        for ids in model_ids(&self.voice, self.espeak, sentence, &unknown)? {
+            let samples = self.model.infer(slot, &ids, &inputs)?;
+            pcm.extend(trim_silence(&samples, self.voice.sample_rate()));
+        }
+        Ok(pcm)
     }
 }
 

@@ -85,7 +85,8 @@ impl Document {
 }
 
 /// One unit of the spoken stream.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Item {
     /// A chapter begins; its title (if any) follows as a sentence.
     Chapter {
@@ -100,7 +101,7 @@ pub enum Item {
 }
 
 /// A sentence (or a clause-bounded part of a long one) for one model call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sentence {
     /// Normalized text, as subtitles show it.
     pub text: String,

@@ -23,7 +23,8 @@ pub struct Lexicon {
 }
 
 /// A run of text after lexicon lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "text", rename_all = "snake_case")]
 pub enum Piece {
     /// Words for espeak-ng.
     Words(String),

@@ -81,6 +81,42 @@ pub fn model_sha256(path: &Path) -> Result<String, VoiceError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// [`model_sha256`], remembered per file while its size and modification time stay the
+/// same: servers ask for it on every job, and a model is tens of megabytes.
+pub fn model_sha256_cached(path: &Path) -> Result<String, VoiceError> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+    /// Size and modification time of the file when its digest was taken, and the digest.
+    type Stamped = (u64, SystemTime, String);
+    static CACHE: Mutex<Option<HashMap<PathBuf, Stamped>>> = Mutex::new(None);
+    let meta = std::fs::metadata(path).map_err(|source| VoiceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let stamp = (
+        meta.len(),
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    );
+    if let Some((len, modified, digest)) = CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .get(path)
+    {
+        if (*len, *modified) == stamp {
+            return Ok(digest.clone());
+        }
+    }
+    let digest = model_sha256(path)?;
+    CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(path.to_path_buf(), (stamp.0, stamp.1, digest.clone()));
+    Ok(digest)
+}
+
 /// Largest voice model accepted from an archive.
 const MAX_MODEL_BYTES: u64 = 2 << 30;
 

@@ -1,0 +1,645 @@
+//! `/v1/jobs`: submit, look at, list, cancel, download.
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+use voxproof_scheduler::audit::{self, Actor, AuditEvent};
+use voxproof_scheduler::jobs::{self as repo, Cancelled, Created, NewJob};
+use voxproof_scheduler::keys::Role;
+use voxproof_scheduler::model::{ArtifactRow, JobOptions, JobRow, Priority, OUTPUT_FORMATS};
+use voxproof_scheduler::plan::{self, RenderSettings};
+use voxproof_scheduler::queue::Task;
+use voxproof_text::{InputFormat, Lexicon};
+
+use crate::{ApiError, AppState, Caller, RequestId};
+
+/// The fields of a job request, from JSON or from multipart parts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    voice: Option<String>,
+    text: Option<String>,
+    input_format: Option<String>,
+    output_format: Option<String>,
+    #[serde(default)]
+    options: Option<JobOptions>,
+    priority: Option<String>,
+    /// Only from multipart: the uploaded file's name and bytes.
+    #[serde(skip)]
+    file: Option<(String, Bytes)>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1–255 visible ASCII characters",
+                    )
+                })
+        })
+        .transpose()?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let limit = state.config.limits.max_body_bytes;
+    let body = if content_type.starts_with("multipart/form-data") {
+        read_multipart(request, &state).await?
+    } else if content_type.starts_with("application/json") {
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::too_large(format!("the request body exceeds {limit} bytes")))?;
+        serde_json::from_slice::<JobRequest>(&bytes)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send application/json or multipart/form-data",
+        ));
+    };
+    let job = validate(&state, &caller, body, idempotency_key).await?;
+    submit(&state, job, &request_id).await
+}
+
+async fn read_multipart(request: Request, state: &AppState) -> Result<JobRequest, ApiError> {
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+    let mut job = JobRequest::default();
+    let field_error = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "the request body exceeds {} bytes",
+                state.config.limits.max_body_bytes
+            ))
+        } else {
+            ApiError::bad_request("invalid_multipart", e.body_text())
+        }
+    };
+    while let Some(field) = multipart.next_field().await.map_err(field_error)? {
+        let name = field.name().unwrap_or("").to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let bytes = field.bytes().await.map_err(field_error)?;
+        if bytes.len() > state.config.limits.max_body_bytes {
+            return Err(ApiError::too_large("the uploaded file is too large"));
+        }
+        let text = || {
+            String::from_utf8(bytes.to_vec()).map_err(|_| {
+                ApiError::bad_request("invalid_multipart", format!("part {name:?} is not UTF-8"))
+            })
+        };
+        match name.as_str() {
+            "file" => job.file = Some((file_name.unwrap_or_default(), bytes.clone())),
+            "voice" => job.voice = Some(text()?),
+            "text" => job.text = Some(text()?),
+            "input_format" => job.input_format = Some(text()?),
+            "output_format" => job.output_format = Some(text()?),
+            "priority" => job.priority = Some(text()?),
+            "options" => {
+                job.options = Some(
+                    serde_json::from_str(&text()?)
+                        .map_err(|e| ApiError::unprocessable("invalid_options", e.to_string()))?,
+                )
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    format!("unknown part {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok(job)
+}
+
+/// Everything `submit` needs, checked.
+struct Validated {
+    job: NewJob,
+    segments: Vec<plan::PlannedSegment>,
+    source: Bytes,
+}
+
+async fn validate(
+    state: &AppState,
+    caller: &voxproof_scheduler::keys::Principal,
+    request: JobRequest,
+    idempotency_key: Option<String>,
+) -> Result<Validated, ApiError> {
+    let voice_name = request
+        .voice
+        .ok_or_else(|| ApiError::unprocessable("missing_field", "voice is required"))?;
+    let output_format = request.output_format.unwrap_or_else(|| "mp3".into());
+    if !OUTPUT_FORMATS.contains(&output_format.as_str()) {
+        return Err(ApiError::unprocessable(
+            "invalid_output_format",
+            format!(
+                "output_format {output_format:?} is not one of {}",
+                OUTPUT_FORMATS.join(", ")
+            ),
+        ));
+    }
+    let priority = match request.priority.as_deref() {
+        None => Priority::Bulk,
+        Some(p) => Priority::parse(p).ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_priority",
+                format!("priority {p:?} is not interactive or bulk"),
+            )
+        })?,
+    };
+    let (source, file_name) = match (request.text, request.file) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::unprocessable(
+                "ambiguous_input",
+                "send either text or a file, not both",
+            ))
+        }
+        (Some(text), None) => (Bytes::from(text), None),
+        (None, Some((name, bytes))) => (bytes, Some(name)),
+        (None, None) => {
+            return Err(ApiError::unprocessable(
+                "missing_field",
+                "text (or a file part) is required",
+            ))
+        }
+    };
+    let input_format = match (&request.input_format, &file_name) {
+        (Some(f), _) => match f.as_str() {
+            "text" => InputFormat::Text,
+            "markdown" => InputFormat::Markdown,
+            "ssml" => InputFormat::Ssml,
+            "epub" if file_name.is_some() => InputFormat::Epub,
+            other => {
+                return Err(ApiError::unprocessable(
+                    "invalid_input_format",
+                    format!(
+                        "input_format {other:?} is not text, markdown or ssml (epub as a file)"
+                    ),
+                ))
+            }
+        },
+        (None, Some(name)) => InputFormat::from_extension(name).ok_or_else(|| {
+            ApiError::unprocessable(
+                "invalid_input_format",
+                format!("cannot tell the format of {name:?}: use .txt, .md, .ssml or .epub"),
+            )
+        })?,
+        (None, None) => InputFormat::Text,
+    };
+    let options = request.options.unwrap_or_default();
+    let rate = options.rate.unwrap_or(1.0);
+    if !(0.25..=4.0).contains(&rate) {
+        return Err(ApiError::unprocessable(
+            "invalid_options",
+            format!("options.rate {rate} is outside 0.25–4.0"),
+        ));
+    }
+    let mut lexicon = Lexicon::default();
+    for (word, replacement) in &options.lexicon {
+        lexicon.insert(word, replacement).map_err(|e| {
+            ApiError::unprocessable("invalid_lexicon", format!("lexicon entry {word:?}: {e}"))
+        })?;
+    }
+
+    // Voice lookup, digest and parsing read files and burn CPU: off the async threads.
+    let max_chars = state.config.limits.max_text_chars;
+    let source_for_parse = source.clone();
+    let voice_for_parse = voice_name.clone();
+    let speaker = options.speaker.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
+        let voice = voxproof_voice::Voice::find(&voice_for_parse)
+            .map_err(|e| ApiError::unprocessable("unknown_voice", e.to_string()))?;
+        let speaker_id = voice
+            .speaker_id(speaker.as_deref())
+            .map_err(|e| ApiError::unprocessable("invalid_options", e.to_string()))?;
+        let digest = voxproof_voice::model_sha256_cached(&voice.model_path)
+            .map_err(|e| anyhow::anyhow!("voice model digest: {e}"))?;
+        let document = voxproof_text::parse(&source_for_parse, input_format)
+            .map_err(|e| ApiError::unprocessable("invalid_document", e.to_string()))?;
+        let script = voxproof_text::script(&document, &lexicon);
+        let chars = script.normalized_text.chars().count();
+        if chars > max_chars {
+            return Err(ApiError::too_large(format!(
+                "the document has {chars} characters; the limit is {max_chars}"
+            )));
+        }
+        Ok::<_, ApiError>((voice, speaker_id, digest, script))
+    })
+    .await
+    .map_err(anyhow::Error::from)??;
+    let (voice, speaker_id, digest, script) = parsed;
+    if script.sentences().next().is_none() {
+        return Err(ApiError::unprocessable(
+            "invalid_document",
+            "the document has nothing to speak",
+        ));
+    }
+    let settings = RenderSettings {
+        model_sha256: digest.clone(),
+        speaker_id,
+        rate,
+        noise_scale: None,
+        noise_w: None,
+    };
+    let segments = plan::segments(&script, &voice.name, &settings);
+    let source_sha256 = hex::encode(Sha256::digest(&source));
+    let input_format_name = match input_format {
+        InputFormat::Text => "text",
+        InputFormat::Markdown => "markdown",
+        InputFormat::Ssml => "ssml",
+        InputFormat::Epub => "epub",
+    };
+    let request_sha256 = {
+        let meaning = serde_json::json!({
+            "voice": voice.name, "input_format": input_format_name,
+            "output_format": output_format, "options": options,
+            "priority": priority.as_str(), "source_sha256": source_sha256,
+        });
+        hex::encode(Sha256::digest(meaning.to_string().as_bytes()))
+    };
+    let id = Uuid::now_v7();
+    Ok(Validated {
+        job: NewJob {
+            id,
+            tenant_id: caller.tenant_id,
+            key_id: caller.key_id,
+            priority,
+            voice: voice.name.clone(),
+            model_sha256: digest,
+            input_format: input_format_name.into(),
+            output_format,
+            options,
+            source_key: format!("sources/{id}"),
+            source_sha256,
+            source_bytes: source.len() as i64,
+            idempotency_key,
+            request_sha256,
+            max_concurrent_jobs: caller
+                .max_concurrent_jobs
+                .min(state.config.limits.max_concurrent_jobs),
+        },
+        segments,
+        source,
+    })
+}
+
+async fn submit(state: &AppState, v: Validated, request_id: &str) -> Result<Response, ApiError> {
+    // The source is stored first: a job row never points at a missing source.
+    state
+        .storage
+        .put_bytes(&v.job.source_key, v.source, "application/octet-stream")
+        .await?;
+    let created = repo::create(&state.pool, &v.job, &v.segments, request_id).await?;
+    let row = match created {
+        Created::New(row) => {
+            enqueue(state, &row, &v.segments).await;
+            row
+        }
+        Created::Existing(row) => {
+            let _ = state.storage.delete(&v.job.source_key).await;
+            row
+        }
+        Created::KeyReused => {
+            let _ = state.storage.delete(&v.job.source_key).await;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            ));
+        }
+        Created::TooManyJobs(limit) => {
+            let _ = state.storage.delete(&v.job.source_key).await;
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_jobs",
+                format!("the tenant already has {limit} jobs queued or running"),
+            ));
+        }
+    };
+    let body = serde_json::json!({
+        "id": row.id,
+        "status": row.status,
+        "status_url": format!("/v1/jobs/{}", row.id),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// Queues the new job's segments; a failure here is recovered by the sweeper.
+async fn enqueue(state: &AppState, row: &JobRow, segments: &[plan::PlannedSegment]) {
+    let mut pushed = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let task = Task::Segment {
+            job_id: row.id,
+            index: segment.index,
+        };
+        match state.queue.push(row.priority(), task, 0).await {
+            Ok(()) => pushed.push(segment.index),
+            Err(e) => {
+                tracing::warn!(job_id = %row.id, "queue push failed (the sweeper will retry): {e:#}");
+                break;
+            }
+        }
+    }
+    if let Err(e) = repo::mark_enqueued(&state.pool, row.id, &pushed).await {
+        tracing::warn!(job_id = %row.id, "could not record the push: {e}");
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    // A malformed id names no job: 404, like any job the caller cannot see.
+    Uuid::parse_str(id).map_err(|_| ApiError::not_found("job"))
+}
+
+fn artifact_url(job_id: Uuid, artifact: &ArtifactRow) -> String {
+    format!("/v1/jobs/{job_id}/artifacts/{}", artifact.name)
+}
+
+fn view(row: &JobRow, artifacts: &[ArtifactRow]) -> serde_json::Value {
+    let error = match (&row.error_code, &row.error_message) {
+        (Some(code), message) => serde_json::json!({ "code": code, "message": message }),
+        _ => serde_json::Value::Null,
+    };
+    serde_json::json!({
+        "id": row.id,
+        "status": row.status,
+        "priority": row.priority,
+        "voice": row.voice,
+        "input_format": row.input_format,
+        "output_format": row.output_format,
+        "options": row.options.0,
+        "progress": {
+            "segments_done": row.segments_done,
+            "segments_total": row.segments_total,
+        },
+        "audio_seconds": row.audio_seconds,
+        "created_at": row.created_at,
+        "started_at": row.started_at,
+        "finished_at": row.finished_at,
+        "error": error,
+        "artifacts": artifacts.iter().map(|a| serde_json::json!({
+            "kind": a.kind,
+            "name": a.name,
+            "bytes": a.bytes,
+            "content_type": a.content_type,
+            "url": artifact_url(row.id, a),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let row = repo::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    let artifacts = repo::artifacts(&state.pool, id).await?;
+    Ok(Json(view(&row, &artifacts)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+fn encode_cursor(row: &JobRow) -> String {
+    format!("{}_{}", row.created_at.timestamp_micros(), row.id.simple())
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = cursor.split_once('_')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if let Some(status) = &query.status {
+        if voxproof_scheduler::model::JobStatus::parse(status).is_none() {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("unknown status {status:?}"),
+            ));
+        }
+    }
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be 1–100",
+        ));
+    }
+    let after = match &query.cursor {
+        Some(c) => Some(
+            decode_cursor(c)
+                .ok_or_else(|| ApiError::bad_request("invalid_query", "malformed cursor"))?,
+        ),
+        None => None,
+    };
+    let rows = repo::list(
+        &state.pool,
+        caller.tenant_id,
+        query.status.as_deref(),
+        after,
+        limit + 1,
+    )
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let page = &rows[..rows.len().min(limit as usize)];
+    let mut jobs = Vec::with_capacity(page.len());
+    for row in page {
+        let artifacts = if row.status == "succeeded" {
+            repo::artifacts(&state.pool, row.id).await?
+        } else {
+            Vec::new()
+        };
+        jobs.push(view(row, &artifacts));
+    }
+    Ok(Json(serde_json::json!({
+        "jobs": jobs,
+        "next_cursor": if more { page.last().map(encode_cursor) } else { None },
+    })))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    if caller.role != Role::Admin {
+        let owner: Option<Option<Uuid>> =
+            sqlx::query_scalar("SELECT created_by_key FROM jobs WHERE id = $1 AND tenant_id = $2")
+                .bind(id)
+                .bind(caller.tenant_id)
+                .fetch_optional(&state.pool)
+                .await?;
+        match owner {
+            None => return Err(ApiError::not_found("job")),
+            Some(owner) if owner != Some(caller.key_id) => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "members may cancel only the jobs their own key created",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    match repo::cancel(
+        &state.pool,
+        caller.tenant_id,
+        id,
+        Actor::Key(caller.key_id),
+        &request_id,
+    )
+    .await?
+    {
+        Cancelled::Done(row) => Ok(Json(view(&row, &[]))),
+        Cancelled::NotFound => Err(ApiError::not_found("job")),
+        Cancelled::AlreadyFinished(row) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_finished",
+            format!("the job is already {}", row.status),
+        )),
+    }
+}
+
+pub async fn result(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RequestId(request_id): RequestId,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let (row, artifacts) = finished_job(&state, &caller, id).await?;
+    let audio = artifacts
+        .into_iter()
+        .find(|a| a.kind == "audio")
+        .ok_or_else(|| ApiError::not_found("audio"))?;
+    download(&state, &caller, &row, &audio, &request_id).await
+}
+
+pub async fn artifact(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RequestId(request_id): RequestId,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let (row, artifacts) = finished_job(&state, &caller, id).await?;
+    let artifact = artifacts
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::not_found("artifact"))?;
+    download(&state, &caller, &row, &artifact, &request_id).await
+}
+
+async fn finished_job(
+    state: &AppState,
+    caller: &voxproof_scheduler::keys::Principal,
+    id: Uuid,
+) -> Result<(JobRow, Vec<ArtifactRow>), ApiError> {
+    let row = repo::get(&state.pool, caller.tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    if row.status != "succeeded" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_not_finished",
+            format!(
+                "the job is {}; results exist once it has succeeded",
+                row.status
+            ),
+        ));
+    }
+    let artifacts = repo::artifacts(&state.pool, id).await?;
+    Ok((row, artifacts))
+}
+
+/// A 302 to a short-lived presigned URL where storage has them, else the bytes streamed.
+async fn download(
+    state: &AppState,
+    caller: &voxproof_scheduler::keys::Principal,
+    row: &JobRow,
+    artifact: &ArtifactRow,
+    request_id: &str,
+) -> Result<Response, ApiError> {
+    audit::record(
+        &state.pool,
+        &AuditEvent {
+            request_id: request_id.to_string(),
+            actor: Actor::Key(caller.key_id),
+            tenant_id: Some(caller.tenant_id),
+            action: "job.download".into(),
+            target: format!("job:{}", row.id),
+            details: serde_json::json!({ "artifact": artifact.name }),
+        },
+    )
+    .await?;
+    let file_name = artifact.name.rsplit('/').next().unwrap_or("audio");
+    let download_name = format!("{}-{file_name}", row.id);
+    let ttl = std::time::Duration::from_secs(state.config.presign_seconds);
+    if let Some(url) = state
+        .storage
+        .presigned_get(&artifact.storage_key, ttl, Some(&download_name))
+        .await?
+    {
+        return Ok((
+            StatusCode::FOUND,
+            [
+                (header::LOCATION, url),
+                (header::CACHE_CONTROL, "no-store".into()),
+            ],
+        )
+            .into_response());
+    }
+    let (size, stream) = state.storage.get_stream(&artifact.storage_key).await?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, artifact.content_type.clone()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{download_name}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,160 @@
+//! Assembly: the job's segments in order through mastering and the encoder into the final
+//! files in a scratch folder, then uploaded (multipart on S3) and recorded. One segment's
+//! PCM is in memory at a time, whatever the book's length.
+
+use std::path::Path;
+
+use uuid::Uuid;
+use voxproof_scheduler::jobs::{self, AssemblyClaim, NewArtifact};
+use voxproof_scheduler::model::JobRow;
+use voxproof_synth::{OutputPaths, SynthSettings, Writer};
+use voxproof_text::Item;
+
+use crate::{blob, Shared};
+
+/// Segments fetched per page from Postgres.
+const PAGE: i64 = 64;
+
+pub async fn job(shared: &Shared, job_id: Uuid) -> anyhow::Result<()> {
+    let settings = &shared.config.worker;
+    let claim = jobs::claim_assembly(
+        &shared.pool,
+        job_id,
+        &shared.name,
+        settings.lease_seconds,
+        settings.max_attempts,
+    )
+    .await?;
+    let job = match claim {
+        AssemblyClaim::Work(job) => job,
+        AssemblyClaim::Skip => return Ok(()),
+        AssemblyClaim::GaveUp => return Ok(()),
+    };
+    let slot = shared.slots.acquire(job.priority()).await;
+    let result = assemble(shared, &job).await;
+    drop(slot);
+    match result {
+        Ok((artifacts, seconds)) => {
+            if !jobs::succeed(&shared.pool, &job, &shared.name, &artifacts, seconds).await? {
+                tracing::info!(%job_id, "assembly finished after the job changed state; result dropped");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%job_id, "assembly failed: {e:#}");
+            jobs::assembly_failed(&shared.pool, job_id, &shared.name, 5.0).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtifact>, f64)> {
+    let voice = voxproof_voice::Voice::find(&job.voice)?;
+    let sample_rate = voice.sample_rate();
+    let scratch = tempfile::Builder::new()
+        .prefix("voxproof-assembly-")
+        .tempdir()?;
+    let options = &job.options.0;
+    let ext = job.output_format.as_str();
+    let outputs = OutputPaths {
+        audio: scratch.path().join(format!("audio.{ext}")),
+        subtitles: options
+            .subtitles
+            .then(|| scratch.path().join("subtitles.vtt")),
+        marks: Some(scratch.path().join("marks.json")),
+        normalized_text: None,
+        chapters_dir: options.per_chapter.then(|| scratch.path().join("chapters")),
+    };
+    let format = voxproof_synth::check_outputs(&outputs)?;
+    let synth_settings = SynthSettings::default();
+
+    // The writer is blocking work (mastering, encoding): it runs on its own thread and is
+    // fed one segment at a time through a small channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Item>, Vec<Vec<f32>>)>(2);
+    let writer_outputs = outputs.clone();
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut writer = Writer::open(sample_rate, format, &synth_settings, &writer_outputs)?;
+        while let Some((items, pcm)) = rx.blocking_recv() {
+            for (item, pcm) in items.iter().zip(pcm) {
+                writer.item(item, pcm)?;
+            }
+        }
+        Ok(writer.finish("")?)
+    });
+
+    let feed = async {
+        let mut next = 0;
+        loop {
+            let parts = jobs::assembly_parts(&shared.pool, job.id, next, PAGE).await?;
+            if parts.is_empty() {
+                break;
+            }
+            for part in parts {
+                anyhow::ensure!(part.index == next, "segment {next} is missing");
+                let bytes = shared.storage.get_bytes(&part.content_key).await?;
+                let (rate, pcm) = blob::decode(&bytes)?;
+                anyhow::ensure!(
+                    rate == sample_rate && pcm.len() == part.items.len(),
+                    "segment {next} does not match its items"
+                );
+                if tx.send((part.items, pcm)).await.is_err() {
+                    return Ok(()); // the writer stopped: its error is reported below
+                }
+                next += 1;
+            }
+        }
+        anyhow::ensure!(
+            next == job.segments_total,
+            "segments missing: {next} of {}",
+            job.segments_total
+        );
+        Ok::<_, anyhow::Error>(())
+    };
+    let fed = feed.await;
+    drop(tx);
+    let written = writer.await??;
+    fed?;
+
+    let mut artifacts = Vec::new();
+    for path in &written.files {
+        let (kind, content_type, name) = describe(path, &outputs, ext);
+        let key = format!("jobs/{}/{}", job.id, name);
+        let bytes = shared.storage.put_file(&key, path, content_type).await?;
+        artifacts.push(NewArtifact {
+            name,
+            kind,
+            storage_key: key,
+            bytes: bytes as i64,
+            content_type,
+        });
+    }
+    Ok((artifacts, written.audio_seconds))
+}
+
+/// Kind, content type and artifact name of a file the writer produced.
+fn describe(path: &Path, outputs: &OutputPaths, ext: &str) -> (&'static str, &'static str, String) {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let audio_type = audio_content_type(ext);
+    if Some(path) == outputs.subtitles.as_deref() {
+        ("subtitles", "text/vtt", file_name)
+    } else if Some(path) == outputs.marks.as_deref() {
+        ("marks", "application/json", file_name)
+    } else if path == outputs.audio {
+        ("audio", audio_type, file_name)
+    } else {
+        ("chapter_audio", audio_type, format!("chapters/{file_name}"))
+    }
+}
+
+pub fn audio_content_type(ext: &str) -> &'static str {
+    match ext {
+        "mp3" => "audio/mpeg",
+        "opus" => "audio/ogg",
+        "flac" => "audio/flac",
+        "wav" => "audio/wav",
+        "m4b" => "audio/mp4",
+        _ => "application/octet-stream",
+    }
+}

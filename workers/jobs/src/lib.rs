@@ -1,0 +1,265 @@
+//! Workers of the voxproof platform: segment renderers and assemblers fed by the Redis
+//! queues, with a heartbeat that renews their Postgres leases and a sweeper that re-queues
+//! what Redis lost or a dead worker held.
+
+mod assemble;
+mod blob;
+mod render;
+mod slots;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::catch_panic::CatchPanicLayer;
+use apalis::layers::limit::ConcurrencyLimitLayer;
+use apalis::prelude::*;
+use sqlx::PgPool;
+use tokio::sync::{watch, Mutex};
+use voxproof_scheduler::jobs;
+use voxproof_scheduler::model::JobRow;
+use voxproof_scheduler::queue::{Queue, Task};
+use voxproof_scheduler::Config;
+use voxproof_storage::Storage;
+use voxproof_synth::{SentenceEngine, SynthSettings};
+use voxproof_voice::ExecutionProvider;
+
+pub use assemble::audio_content_type;
+pub use slots::{Slot, Slots};
+
+/// How a worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Segments rendered at once (one model session each).
+    pub concurrency: usize,
+    pub provider: ExecutionProvider,
+}
+
+/// What every task of a worker process shares.
+pub struct Shared {
+    pub config: Config,
+    pub pool: PgPool,
+    pub queue: Queue,
+    pub storage: Arc<dyn Storage>,
+    pub slots: Slots,
+    /// This process's name in leases and queue registrations.
+    pub name: String,
+    options: WorkerOptions,
+    engines: Mutex<HashMap<String, Arc<SentenceEngine>>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The job's voice, loaded once per process with one session per slot.
+    async fn engine(&self, job: &JobRow) -> anyhow::Result<Arc<SentenceEngine>> {
+        let mut engines = self.engines.lock().await;
+        if let Some(engine) = engines.get(&job.voice) {
+            return Ok(engine.clone());
+        }
+        let voice = voxproof_voice::Voice::find(&job.voice)?;
+        let digest = voxproof_voice::model_sha256_cached(&voice.model_path)?;
+        anyhow::ensure!(
+            digest == job.model_sha256,
+            "voice {} on this worker (model {}) is not the one the job was planned for ({})",
+            job.voice,
+            &digest[..12],
+            &job.model_sha256[..12.min(job.model_sha256.len())]
+        );
+        let settings = SynthSettings {
+            sessions: self.options.concurrency,
+            provider: self.options.provider,
+            ..SynthSettings::default()
+        };
+        let engine =
+            tokio::task::spawn_blocking(move || SentenceEngine::load(voice, &settings)).await??;
+        let engine = Arc::new(engine);
+        engines.insert(job.voice.clone(), engine.clone());
+        Ok(engine)
+    }
+}
+
+/// A name unique to this process: apalis refuses a second live worker under one name.
+pub fn process_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{millis}", std::process::id())
+}
+
+async fn handle(task: Task, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
+    let outcome = match task {
+        Task::Segment { job_id, index } => render::segment(&shared, job_id, index).await,
+        Task::Assemble { job_id } => assemble::job(&shared, job_id).await,
+    };
+    // Never a plain error: Redis would retry on its own schedule and ignore our cap. What
+    // failed is in Postgres; the sweeper brings the work back.
+    if let Err(e) = outcome {
+        tracing::error!("task failed before its outcome was recorded: {e:#}");
+    }
+    Ok(())
+}
+
+/// Runs a worker until `shutdown` turns true: in-flight tasks finish (within the grace
+/// period), nothing new is fetched.
+pub async fn run(
+    config: Config,
+    options: WorkerOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let pool = voxproof_scheduler::db::connect(&config.database_url, 8).await?;
+    let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
+    let storage = voxproof_storage::open(
+        &config.storage,
+        config.s3_endpoint.as_deref(),
+        &config.s3_region,
+    )
+    .await?;
+    let name = process_name();
+    let shared = Arc::new(Shared {
+        slots: Slots::new(options.concurrency),
+        config,
+        pool,
+        queue,
+        storage,
+        name,
+        options,
+        engines: Mutex::new(HashMap::new()),
+    });
+    tracing::info!(worker = %shared.name, concurrency = shared.options.concurrency, "worker started");
+
+    let heartbeat = tokio::spawn(heartbeat(shared.clone()));
+    let sweeper = tokio::spawn(sweep_forever(shared.clone()));
+
+    // apalis workers stop for good on some Redis errors (a FLUSHALL unregisters them):
+    // the monitor is then rebuilt under new names until shutdown.
+    let mut generation = 0usize;
+    while !*shutdown.borrow() {
+        generation += 1;
+        let (died_tx, mut died_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let concurrency = shared.options.concurrency;
+        let make = |store: voxproof_scheduler::queue::Store, lane: &'static str| {
+            let name = format!("{}-{lane}-{generation}", shared.name);
+            let shared = shared.clone();
+            move |_: usize| {
+                WorkerBuilder::new(name.as_str())
+                    .backend(store.clone().poll_with_interval(Duration::from_millis(200)))
+                    .data(shared.clone())
+                    .layer(ConcurrencyLimitLayer::new(concurrency))
+                    .parallelize(tokio::spawn)
+                    .layer(CatchPanicLayer::new())
+                    .build(handle)
+            }
+        };
+        let monitor = Monitor::new()
+            .should_restart(move |ctx, err| {
+                tracing::warn!(worker = ctx.name(), "queue worker stopped: {err}");
+                let _ = died_tx.send(ctx.name().to_owned());
+                false
+            })
+            .shutdown_timeout(Duration::from_secs(110))
+            .register(make(shared.queue.interactive.clone(), "interactive"))
+            .register(make(shared.queue.bulk.clone(), "bulk"));
+        let mut stop = shutdown.clone();
+        let signal = async move {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = died_rx.recv() => {}
+            }
+            Ok(())
+        };
+        if let Err(e) = monitor.run_with_signal(signal).await {
+            tracing::warn!("queue monitor stopped: {e}");
+        }
+        if !*shutdown.borrow() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.wait_for(|s| *s) => {}
+            }
+        }
+    }
+    heartbeat.abort();
+    sweeper.abort();
+    tracing::info!(worker = %shared.name, "worker stopped");
+    Ok(())
+}
+
+/// Renews this process's leases well before they run out.
+async fn heartbeat(shared: Arc<Shared>) {
+    let lease = shared.config.worker.lease_seconds;
+    let every = Duration::from_secs((lease / 3).max(1) as u64);
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = jobs::renew_leases(&shared.pool, &shared.name, lease).await {
+            tracing::warn!("lease renewal failed: {e}");
+        }
+    }
+}
+
+async fn sweep_forever(shared: Arc<Shared>) {
+    let every = Duration::from_secs(shared.config.worker.sweep_seconds.max(1));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = sweep(&shared.pool, &shared.queue, every.as_secs_f64() * 3.0).await {
+            tracing::warn!("sweep failed: {e:#}");
+        }
+    }
+}
+
+/// Takes back segments whose worker died, and (re-)queues everything Postgres says is due
+/// but was not queued within `stale_seconds`. Re-pushing a message Redis still holds is a
+/// no-op (deterministic ids), so this is safe to run from every worker at once.
+pub async fn sweep(pool: &PgPool, queue: &Queue, stale_seconds: f64) -> anyhow::Result<usize> {
+    let reclaimed = jobs::reclaim_expired(pool).await?;
+    if reclaimed > 0 {
+        tracing::info!(
+            reclaimed,
+            "took back segments from workers that stopped renewing"
+        );
+    }
+    let due = jobs::due(pool, stale_seconds, 2000).await?;
+    let mut by_job: HashMap<uuid::Uuid, Vec<i32>> = HashMap::new();
+    for item in &due {
+        match item.index {
+            Some(index) => {
+                queue
+                    .push(
+                        item.priority,
+                        Task::Segment {
+                            job_id: item.job_id,
+                            index,
+                        },
+                        item.generation,
+                    )
+                    .await?;
+                by_job.entry(item.job_id).or_default().push(index);
+            }
+            None => {
+                queue
+                    .push(
+                        item.priority,
+                        Task::Assemble {
+                            job_id: item.job_id,
+                        },
+                        item.generation,
+                    )
+                    .await?;
+                jobs::mark_assembly_enqueued(pool, item.job_id).await?;
+            }
+        }
+    }
+    for (job_id, indexes) in by_job {
+        jobs::mark_enqueued(pool, job_id, &indexes).await?;
+    }
+    Ok(due.len())
+}

@@ -225,15 +225,7 @@ pub fn synthesize(
     }
     let speaker_id = voice.speaker_id(settings.speaker.as_deref())?;
     let espeak = Espeak::shared(&settings.espeak_data)?;
-    let model = VoiceModel::load(
-        &voice.model_path,
-        &PoolOptions {
-            library: settings.ort_library.clone(),
-            provider: settings.provider,
-            sessions: settings.sessions.max(1),
-            intra_threads: settings.intra_threads.max(1),
-        },
-    )?;
+    let model = load_model(voice, settings)?;
     let inference = voice.config.inference;
     let base_inputs = ModelInputs {
         noise_scale: settings.noise_scale.unwrap_or(inference.noise_scale),
@@ -358,6 +350,19 @@ pub fn synthesize(
         loudness,
         files,
     })
+}
+
+/// The voice's model with the pool of sessions `settings` asks for.
+fn load_model(voice: &Voice, settings: &SynthSettings) -> Result<VoiceModel, SynthError> {
+    Ok(VoiceModel::load(
+        &voice.model_path,
+        &PoolOptions {
+            library: settings.ort_library.clone(),
+            provider: settings.provider,
+            sessions: settings.sessions.max(1),
+            intra_threads: settings.intra_threads.max(1),
+        },
+    )?)
 }
 
 /// Model input ids for each of the sentences espeak-ng finds in `sentence` (usually one),
@@ -767,15 +772,7 @@ impl std::fmt::Debug for SentenceEngine {
 impl SentenceEngine {
     pub fn load(voice: Voice, settings: &SynthSettings) -> Result<Self, SynthError> {
         let espeak = Espeak::shared(&settings.espeak_data)?;
-        let model = VoiceModel::load(
-            &voice.model_path,
-            &PoolOptions {
-                library: settings.ort_library.clone(),
-                provider: settings.provider,
-                sessions: settings.sessions.max(1),
-                intra_threads: settings.intra_threads.max(1),
-            },
-        )?;
+        let model = load_model(&voice, settings)?;
         Ok(Self {
             voice,
             espeak,

@@ -19,6 +19,14 @@ impl Drop for Platform {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Each test's database goes with it.
+        if let Some(name) = self.env[0].1.rsplit('/').next() {
+            let _ = Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS {name}"))
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

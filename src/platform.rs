@@ -84,12 +84,7 @@ async fn api_state(config: &Config) -> Result<voxproof_api::AppState> {
         db::migrate(&pool).await?;
     }
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
-    let storage = voxproof_storage::open(
-        &config.storage,
-        config.s3_endpoint.as_deref(),
-        &config.s3_region,
-    )
-    .await?;
+    let storage = voxproof_jobs::open_storage(config).await?;
     Ok(voxproof_api::AppState {
         config: Arc::new(config.clone()),
         pool,

@@ -179,15 +179,6 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Optio
     .await
 }
 
-pub async fn get_any(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(pool)
-    .await
-}
-
 /// Newest first; the cursor is the last row of the previous page.
 pub async fn list(
     pool: &PgPool,
@@ -332,13 +323,14 @@ pub async fn claim_segment(
     if job.status().is_finished() {
         return Ok(SegmentClaim::Skip);
     }
-    let segment: Option<(
-        String,
+    type Claimable = (
         i32,
         sqlx::types::Json<Vec<voxproof_text::Item>>,
         String,
-    )> = sqlx::query_as(
-        "SELECT status, attempts, items, content_key FROM segments
+        Option<String>,
+    );
+    let segment: Option<Claimable> = sqlx::query_as(
+        "SELECT attempts, items, content_key, last_error FROM segments
              WHERE job_id = $1 AND index = $2
                AND (status = 'pending' OR (status = 'running' AND lease_until < now()))
              FOR UPDATE SKIP LOCKED",
@@ -347,7 +339,7 @@ pub async fn claim_segment(
     .bind(index)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((_, attempts, items, content_key)) = segment else {
+    let Some((attempts, items, content_key, last_error)) = segment else {
         return Ok(SegmentClaim::Skip);
     };
     if attempts >= max_attempts {
@@ -356,12 +348,6 @@ pub async fn claim_segment(
             .bind(index)
             .execute(&mut *tx)
             .await?;
-        let last_error: Option<String> =
-            sqlx::query_scalar("SELECT last_error FROM segments WHERE job_id = $1 AND index = $2")
-                .bind(job_id)
-                .bind(index)
-                .fetch_one(&mut *tx)
-                .await?;
         fail_in(
             &mut tx,
             &job,
@@ -490,26 +476,6 @@ pub async fn segment_attempt_failed(
     Ok(())
 }
 
-/// Gives a segment back untouched (a worker shutting down): no attempt is charged.
-pub async fn release_segment(
-    pool: &PgPool,
-    job_id: Uuid,
-    index: i32,
-    worker: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE segments SET status = 'pending', attempts = greatest(attempts - 1, 0),
-             lease_until = NULL, enqueued_at = NULL
-         WHERE job_id = $1 AND index = $2 AND status = 'running' AND worker = $3",
-    )
-    .bind(job_id)
-    .bind(index)
-    .bind(worker)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Fails a job with a stable error code (outside any other transaction).
 pub async fn fail(pool: &PgPool, job: &JobRow, code: &str, message: &str) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
@@ -582,7 +548,7 @@ pub async fn claim_assembly(
     max_attempts: i32,
 ) -> anyhow::Result<AssemblyClaim> {
     let mut tx = pool.begin().await?;
-    let job: Option<(JobRow, i32)> = sqlx::query_as::<_, JobRow>(AssertSqlSafe(format!(
+    let job: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs
          WHERE id = $1 AND status = 'running' AND assembly_ready_at IS NOT NULL
            AND (assembly_lease_until IS NULL OR assembly_lease_until < now())
@@ -590,15 +556,11 @@ pub async fn claim_assembly(
     )))
     .bind(job_id)
     .fetch_optional(&mut *tx)
-    .await?
-    .map(|j| (j, 0));
-    let Some((job, _)) = job else {
+    .await?;
+    let Some(job) = job else {
         return Ok(AssemblyClaim::Skip);
     };
-    let attempts: i32 = sqlx::query_scalar("SELECT assembly_attempts FROM jobs WHERE id = $1")
-        .bind(job_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let attempts = job.assembly_attempts;
     if attempts >= max_attempts {
         fail_in(
             &mut tx,

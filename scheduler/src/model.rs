@@ -105,6 +105,7 @@ pub struct JobRow {
     pub source_sha256: String,
     pub segments_total: i32,
     pub segments_done: i32,
+    pub assembly_attempts: i32,
     pub audio_seconds: Option<f64>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -127,6 +128,7 @@ impl JobRow {
 pub const JOB_COLUMNS: &str =
     "id, tenant_id, status, priority, voice, model_sha256, input_format, \
      output_format, options, source_key, source_sha256, segments_total, segments_done, \
+     assembly_attempts, \
      audio_seconds, error_code, error_message, created_at, started_at, finished_at";
 
 #[derive(Debug, Clone, sqlx::FromRow, Serialize)]

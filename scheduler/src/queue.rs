@@ -126,18 +126,4 @@ impl Queue {
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
-
-    /// Tasks waiting on a queue (not yet fetched).
-    pub async fn backlog(&self, priority: Priority) -> anyhow::Result<u64> {
-        let queue = format!("{}:{}", self.namespace, priority.as_str());
-        let mut conn = self.connection.clone();
-        let (active, scheduled): (u64, u64) = redis::pipe()
-            .cmd("LLEN")
-            .arg(format!("{queue}:active"))
-            .cmd("ZCARD")
-            .arg(format!("{queue}:scheduled"))
-            .query_async(&mut conn)
-            .await?;
-        Ok(active + scheduled)
-    }
 }

@@ -86,6 +86,16 @@ impl Shared {
     }
 }
 
+/// The object storage `config` names (API and workers open it the same way).
+pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    Ok(voxproof_storage::open(
+        &config.storage,
+        config.s3_endpoint.as_deref(),
+        &config.s3_region,
+    )
+    .await?)
+}
+
 /// A name unique to this process: apalis refuses a second live worker under one name.
 pub fn process_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -119,12 +129,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let pool = voxproof_scheduler::db::connect(&config.database_url, 8).await?;
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
-    let storage = voxproof_storage::open(
-        &config.storage,
-        config.s3_endpoint.as_deref(),
-        &config.s3_region,
-    )
-    .await?;
+    let storage = open_storage(&config).await?;
     let name = process_name();
     let shared = Arc::new(Shared {
         slots: Slots::new(options.concurrency),

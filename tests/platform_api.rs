@@ -1,147 +1,25 @@
-//! End to end through the HTTP API: the real binary (`voxproof dev`), real Postgres (a fresh
-//! database per test), real Redis (its own queue namespace) and local storage.
+//! End to end through the HTTP API: the real binary against real Postgres (a fresh database
+//! per test), real Redis (its own queue namespace), and local or S3 storage.
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_voxproof");
-
-struct Platform {
-    env: Vec<(String, String)>,
-    base: String,
-    child: Child,
-    _storage: tempfile::TempDir,
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Each test's database goes with it.
-        if let Some(name) = self.env[0].1.rsplit('/').next() {
-            let _ = Command::new("psql")
-                .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
-                .arg(format!("DROP DATABASE IF EXISTS {name}"))
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Platform {
-    fn start() -> Platform {
-        let name = format!("vxtest_{}", uuid::Uuid::now_v7().simple());
-        let status = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-q", "-c"])
-            .arg(format!("CREATE DATABASE {name}"))
-            .status()
-            .expect("psql");
-        assert!(status.success(), "cannot create the test database");
-        let storage = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let env = vec![
-            (
-                "VOXPROOF_DATABASE_URL".to_string(),
-                format!("postgres://postgres@127.0.0.1/{name}"),
-            ),
-            (
-                "VOXPROOF_STORAGE".into(),
-                format!("file://{}", storage.path().display()),
-            ),
-            ("VOXPROOF_LISTEN".into(), format!("127.0.0.1:{port}")),
-            ("VOXPROOF_QUEUE_NAMESPACE".into(), name.clone()),
-            ("VOXPROOF_SWEEP_SECONDS".into(), "1".into()),
-        ];
-        let child = Command::new(BIN)
-            .args(["dev", "--concurrency", "2"])
-            .envs(env.iter().cloned())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let platform = Platform {
-            env,
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-            _storage: storage,
-        };
-        let started = Instant::now();
-        while reqwest::blocking_get(&format!("{}/readyz", platform.base)).is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the API never became ready"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        platform
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
-            .envs(self.env.iter().cloned())
-            .output()
-            .unwrap()
-    }
-
-    fn key(&self, tenant: &str) -> String {
-        let out = self.cli(&[
-            "keys", "create", "--tenant", tenant, "--role", "admin", "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["tenant"], tenant);
-        assert_eq!(v["role"], "admin");
-        v["key"].as_str().unwrap().to_string()
-    }
-}
-
-/// A tiny blocking wrapper so the test reads top to bottom.
-mod reqwest {
-    pub fn blocking_get(url: &str) -> Option<u16> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            ::reqwest::get(url)
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|r| r.status().as_u16())
-        })
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use support::{Options, Platform, Storage};
 
 #[test]
 fn a_markdown_book_renders_and_everything_around_it_holds() {
-    let platform = Platform::start();
+    let platform = Platform::start_with(Options {
+        env: vec![("VOXPROOF_MAX_BODY_BYTES".into(), "200000".into())],
+        ..Options::default()
+    });
     let key = platform.key("acme");
     let other = platform.key("globex");
     let http = ::reqwest::Client::new();
     let base = platform.base.clone();
-    runtime().block_on(async {
+    support::runtime().block_on(async {
         let auth = |k: &str| format!("Bearer {k}");
         let book = "# One\n\nIt was a bright cold day. The clocks were striking.\n\n\
                     # Two\n\nSomewhere a dog barked. Then all was quiet.\n\n\
@@ -211,6 +89,35 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         assert_eq!(
             r.json::<Value>().await.unwrap()["error"]["code"],
             "invalid_output_format"
+        );
+
+        // Over the body limit (200 kB here): 413, whether JSON or an uploaded file.
+        let mut huge = request.clone();
+        huge["text"] = json!("word ".repeat(60_000));
+        let r = post(huge, key.clone(), None).await.unwrap();
+        assert_eq!(r.status(), 413);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "payload_too_large"
+        );
+        let form = ::reqwest::multipart::Form::new()
+            .text("voice", "en_US-joe-medium")
+            .text("output_format", "mp3")
+            .part(
+                "file",
+                ::reqwest::multipart::Part::bytes(b"word ".repeat(46_000)).file_name("big.txt"),
+            );
+        let r = http
+            .post(format!("{base}/v1/jobs"))
+            .header("authorization", auth(&key))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 413);
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["error"]["code"],
+            "payload_too_large"
         );
 
         // Wait for it.
@@ -307,7 +214,7 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let db = &platform.env[0].1;
+    let db = &platform.database;
     let edit = Command::new("psql")
         .args([db.as_str(), "-q", "-c"])
         .arg("UPDATE audit_events SET target = 'job:forged' WHERE seq = 3")
@@ -318,4 +225,116 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
     assert!(!broken.status.success());
     let message = String::from_utf8_lossy(&broken.stderr);
     assert!(message.contains("row 3"), "{message}");
+}
+
+#[test]
+fn an_epub_upload_renders_into_s3_and_downloads_through_presigned_urls() {
+    let platform = Platform::start_with(Options {
+        storage: Storage::S3,
+        ..Options::default()
+    });
+    let api = platform.client("initech");
+    let book = support::epub(&[
+        (
+            "The Harbour",
+            "Boats rocked in the grey water. A gull cried twice.",
+        ),
+        ("The Market", "Fish were sold by the pound. Nobody haggled."),
+    ]);
+    support::runtime().block_on(async {
+        let form = ::reqwest::multipart::Form::new()
+            .text("voice", support::VOICE)
+            .text("output_format", "mp3")
+            .text("options", r#"{"subtitles": true, "per_chapter": true}"#)
+            .part(
+                "file",
+                ::reqwest::multipart::Part::bytes(book).file_name("harbour.epub"),
+            );
+        let response = api.post("/v1/jobs").multipart(form).send().await.unwrap();
+        let status = response.status();
+        let created: Value = response.json().await.unwrap();
+        assert_eq!(status, 202, "{created}");
+        let id = created["id"].as_str().unwrap();
+        let job = api.finished(id, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+
+        // On S3 the result is a redirect to a presigned URL, which works without the key.
+        let result = api
+            .get(&format!("/v1/jobs/{id}/result"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(result.status(), 302);
+        let location = result.headers()["location"].to_str().unwrap();
+        assert!(location.contains("X-Amz-Signature="), "{location}");
+        // Path-style, in the bucket, under this deployment's prefix.
+        let storage = platform.env_value("VOXPROOF_STORAGE");
+        let (bucket, prefix) = storage
+            .strip_prefix("s3://")
+            .unwrap()
+            .split_once('/')
+            .unwrap();
+        let endpoint = platform.env_value("VOXPROOF_S3_ENDPOINT");
+        assert!(
+            location.starts_with(&format!("{endpoint}/{bucket}/{prefix}/")),
+            "{location}"
+        );
+        let (status, audio) = api.download(&format!("/v1/jobs/{id}/result")).await;
+        assert_eq!(status, 200);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("book.mp3");
+        std::fs::write(&path, &audio).unwrap();
+        let listed = job["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "audio")
+            .unwrap()["bytes"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(listed, audio.len() as u64);
+        assert_eq!(
+            support::chapter_titles(&path),
+            ["The Harbour", "The Market"]
+        );
+        let whole = support::duration_seconds(&path);
+        assert!(
+            (whole - job["audio_seconds"].as_f64().unwrap()).abs() < 0.5,
+            "{whole} vs {job}"
+        );
+
+        // Subtitles and one file per chapter, each listed and downloadable.
+        let artifacts = job["artifacts"].as_array().unwrap();
+        let named = |kind: &str| -> Vec<String> {
+            artifacts
+                .iter()
+                .filter(|a| a["kind"] == kind)
+                .map(|a| a["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let chapters = named("chapter_audio");
+        assert_eq!(chapters.len(), 2, "{artifacts:?}");
+        let mut chapter_seconds = 0.0;
+        for name in &chapters {
+            let (status, bytes) = api
+                .download(&format!("/v1/jobs/{id}/artifacts/{name}"))
+                .await;
+            assert_eq!(status, 200, "{name}");
+            let part = dir.path().join("chapter.mp3");
+            std::fs::write(&part, &bytes).unwrap();
+            chapter_seconds += support::duration_seconds(&part);
+        }
+        assert!(
+            (chapter_seconds - whole).abs() < 1.0,
+            "chapters add up to {chapter_seconds} s, the book is {whole} s"
+        );
+        let subtitles = named("subtitles");
+        let (status, vtt) = api
+            .download(&format!("/v1/jobs/{id}/artifacts/{}", subtitles[0]))
+            .await;
+        assert_eq!(status, 200);
+        let vtt = String::from_utf8(vtt).unwrap();
+        assert!(vtt.contains("gull cried twice"), "{vtt}");
+        assert!(vtt.contains("Nobody haggled"), "{vtt}");
+    });
 }

@@ -1,0 +1,252 @@
+//! What the platform survives: a worker killed mid-segment, Redis losing every queued task,
+//! a job cancelled while it renders, and a tenant over its concurrent-job limit. Real binary,
+//! real Postgres, real Redis.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{Api, Options, Platform};
+
+/// A bulk plain-text job of `sentences` distinct sentences, with subtitles.
+fn numbered_job(sentences: usize) -> Value {
+    json!({
+        "voice": support::VOICE,
+        "text": support::numbered_sentences(0..sentences),
+        "input_format": "text",
+        "output_format": "wav",
+        "options": { "subtitles": true },
+        "priority": "bulk",
+    })
+}
+
+/// Every sentence once, in order, nothing else: the cues of the job's WebVTT subtitles.
+async fn assert_each_sentence_once(api: &Api, id: &str, sentences: usize) {
+    let (status, vtt) = api
+        .download(&format!("/v1/jobs/{id}/artifacts/subtitles.vtt"))
+        .await;
+    assert_eq!(status, 200);
+    let vtt = String::from_utf8(vtt).unwrap();
+    let cues: Vec<&str> = vtt
+        .split("\n\n")
+        .skip(1)
+        .filter_map(|block| {
+            let mut lines = block.lines();
+            lines.find(|l| l.contains(" --> "))?;
+            lines.next()
+        })
+        .collect();
+    assert_eq!(cues.len(), sentences, "{vtt}");
+    let mut distinct = cues.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), sentences, "a sentence is repeated: {vtt}");
+    // The audio holds exactly the segments' samples, each once.
+    let (status, wav) = api.download(&format!("/v1/jobs/{id}/result")).await;
+    assert_eq!(status, 200);
+    let reader = hound::WavReader::new(std::io::Cursor::new(wav)).unwrap();
+    let seconds = reader.duration() as f64 / f64::from(reader.spec().sample_rate);
+    let job = api.job(id).await;
+    assert!(
+        (seconds - job["audio_seconds"].as_f64().unwrap()).abs() < 0.05,
+        "{seconds} s of audio, the job says {job}"
+    );
+}
+
+/// No segment rendered twice into the result, none missing: all done, one row each.
+fn assert_segments_complete(platform: &Platform, id: &str) {
+    let counts = platform.sql(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'done'), count(DISTINCT index), \
+         max(index) + 1 FROM segments WHERE job_id = '{id}'"
+    ));
+    let counts: Vec<i64> = counts.split('|').map(|c| c.parse().unwrap()).collect();
+    assert!(counts[0] > 1, "{counts:?}");
+    assert!(counts.iter().all(|&c| c == counts[0]), "{counts:?}");
+}
+
+#[test]
+fn a_worker_killed_mid_segment_hands_its_work_to_another() {
+    let mut platform = Platform::start_with(Options {
+        workers: 2,
+        // Short leases so the dead worker's segment comes back quickly.
+        env: vec![("VOXPROOF_LEASE_SECONDS".into(), "4".into())],
+        ..Options::default()
+    });
+    let api = platform.client("acme");
+    let sentences = 120;
+    let victim = platform.worker_pid(0);
+    let id = support::runtime().block_on(api.submit(&numbered_job(sentences)));
+
+    // Wait until the victim is in the middle of a segment, then kill it without warning.
+    let started = Instant::now();
+    let held = loop {
+        let held = platform.sql(&format!(
+            "SELECT index FROM segments WHERE job_id = '{id}' AND status = 'running' \
+             AND worker LIKE '%-{victim}-%'"
+        ));
+        if !held.is_empty() {
+            break held;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "worker {victim} never took a segment"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    platform.kill_worker(0);
+
+    support::runtime().block_on(async {
+        let job = api.finished(&id, Duration::from_secs(180)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_each_sentence_once(&api, &id, sentences).await;
+    });
+    assert_segments_complete(&platform, &id);
+    // The segment the victim held was finished by the survivor.
+    let index = held.lines().next().unwrap();
+    let finisher = platform.sql(&format!(
+        "SELECT worker FROM segments WHERE job_id = '{id}' AND index = {index}"
+    ));
+    let survivor = platform.worker_pid(1);
+    assert!(
+        finisher.contains(&format!("-{survivor}-")),
+        "segment {index} was finished by {finisher}"
+    );
+}
+
+/// A Redis server of this test's own, so FLUSHALL touches nobody else.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start() -> OwnRedis {
+        let port = support::free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let redis = OwnRedis { child, port };
+        let started = Instant::now();
+        while redis.cli(&["PING"]) != "PONG" {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis never answered"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        redis
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_sweeper_recovers_a_job_after_redis_loses_everything() {
+    let redis = OwnRedis::start();
+    let platform = Platform::start_with(Options {
+        redis_url: Some(format!("redis://127.0.0.1:{}", redis.port)),
+        ..Options::default()
+    });
+    let api = platform.client("acme");
+    let sentences = 72;
+    support::runtime().block_on(async {
+        let id = api.submit(&numbered_job(sentences)).await;
+        let job = api
+            .wait_until(&id, Duration::from_secs(60), |job| {
+                job["progress"]["segments_done"].as_i64() >= Some(1)
+            })
+            .await;
+        assert!(
+            job["progress"]["segments_done"].as_i64() < job["progress"]["segments_total"].as_i64(),
+            "the job finished before Redis could be flushed: {job}"
+        );
+        assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+        let job = api.finished(&id, Duration::from_secs(180)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_each_sentence_once(&api, &id, sentences).await;
+        assert_segments_complete(&platform, &id);
+    });
+}
+
+#[test]
+fn cancel_stops_a_running_job_and_frees_the_tenant_s_slot() {
+    let platform = Platform::start_with(Options {
+        env: vec![("VOXPROOF_MAX_CONCURRENT_JOBS".into(), "1".into())],
+        ..Options::default()
+    });
+    let api = platform.client("acme");
+    support::runtime().block_on(async {
+        let id = api.submit(&numbered_job(150)).await;
+        // One job at a time for this tenant: a second is refused while the first runs.
+        let second = api
+            .post("/v1/jobs")
+            .json(&numbered_job(3))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(second.status(), 429);
+        let body: Value = second.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "too_many_jobs", "{body}");
+
+        let running = api
+            .wait_until(&id, Duration::from_secs(60), |job| {
+                job["status"] == "running" && job["progress"]["segments_done"].as_i64() >= Some(1)
+            })
+            .await;
+        let total = running["progress"]["segments_total"].as_i64().unwrap();
+        let cancel = api
+            .post(&format!("/v1/jobs/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancel.status(), 200);
+        let cancelled: Value = cancel.json().await.unwrap();
+        assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+
+        // Work in hand may finish, but nothing new starts and the job stays cancelled.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let later = api.job(&id).await;
+        assert_eq!(later["status"], "cancelled", "{later}");
+        let done = later["progress"]["segments_done"].as_i64().unwrap();
+        assert!(done < total, "{later}");
+        let pending = platform.sql(&format!(
+            "SELECT count(*) FROM segments WHERE job_id = '{id}' AND status IN ('pending', 'running')"
+        ));
+        assert_eq!(pending, "0");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(api.job(&id).await["progress"]["segments_done"], done);
+
+        let result = api.get(&format!("/v1/jobs/{id}/result")).send().await.unwrap();
+        assert_eq!(result.status(), 409);
+        let again = api
+            .post(&format!("/v1/jobs/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 409);
+
+        // The slot is free again.
+        let next = api.submit(&numbered_job(2)).await;
+        let job = api.finished(&next, Duration::from_secs(60)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    });
+}

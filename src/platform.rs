@@ -85,6 +85,8 @@ async fn api_state(config: &Config) -> Result<voxproof_api::AppState> {
     }
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
     let storage = voxproof_jobs::open_storage(config).await?;
+    let voices = voxproof_jobs::register_local_voices(&pool).await?;
+    tracing::info!(voices, "voices registered");
     Ok(voxproof_api::AppState {
         config: Arc::new(config.clone()),
         pool,

@@ -120,6 +120,26 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
             "payload_too_large"
         );
 
+        // The voices the deployment registered, with their model digests.
+        let voices: Value = http
+            .get(format!("{base}/v1/voices"))
+            .header("authorization", auth(&key))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let joe = voices["voices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "en_US-joe-medium")
+            .unwrap_or_else(|| panic!("{voices}"));
+        assert_eq!(joe["sample_rate"], 22050);
+        assert_eq!(joe["language"], "en_US");
+        assert_eq!(joe["model_sha256"].as_str().unwrap().len(), 64);
+
         // Wait for it.
         let started = Instant::now();
         let job = loop {

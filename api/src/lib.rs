@@ -148,19 +148,24 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-async fn voices(_: Caller) -> Result<Json<serde_json::Value>, ApiError> {
-    let voices = tokio::task::spawn_blocking(voxproof_voice::list_voices)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let voices: Vec<_> = voices
+/// What the deployment renders: the voices its API and workers registered.
+async fn voices(
+    State(state): State<AppState>,
+    _: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let voices: Vec<_> = voxproof_scheduler::voices::list(&state.pool)
+        .await?
         .into_iter()
-        .map(|v| {
+        .map(|row| {
+            let v = row.voice;
             serde_json::json!({
                 "name": v.name,
                 "language": v.language,
                 "quality": v.quality,
                 "sample_rate": v.sample_rate,
-                "speakers": v.speakers,
+                "speakers": v.speakers.0,
+                "model_sha256": v.model_sha256,
+                "updated_at": row.updated_at,
             })
         })
         .collect();

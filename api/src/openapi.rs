@@ -84,7 +84,7 @@ pub async fn document() -> Json<Value> {
                 "responses": { "200": { "description": "alive" } } } },
             "/readyz": { "get": { "security": [], "summary": "Readiness (Postgres, Redis, storage)",
                 "responses": { "200": { "description": "ready" }, "503": { "description": "not ready" } } } },
-            "/v1/voices": { "get": { "summary": "Voices the workers can render",
+            "/v1/voices": { "get": { "summary": "Voices the deployment can render (name, language, quality, sample_rate, speakers, model_sha256, updated_at)",
                 "responses": merge(json!({ "200": { "description": "voices" } }), errors(&["401"])) } },
             "/v1/jobs": {
                 "post": { "summary": "Submit a job (JSON, or multipart with a file part)",

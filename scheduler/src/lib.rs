@@ -14,5 +14,6 @@ pub mod keys;
 pub mod model;
 pub mod plan;
 pub mod queue;
+pub mod voices;
 
 pub use config::Config;

@@ -86,6 +86,38 @@ impl Shared {
     }
 }
 
+/// Records this host's voices in Postgres, so the API can list what the deployment renders.
+pub async fn register_local_voices(pool: &sqlx::PgPool) -> anyhow::Result<usize> {
+    let records = tokio::task::spawn_blocking(|| {
+        voxproof_voice::list_voices()
+            .into_iter()
+            .filter_map(|summary| {
+                // A voice that no longer loads is simply not offered.
+                let voice = voxproof_voice::Voice::open(&summary.model_path).ok()?;
+                let digest = voxproof_voice::model_sha256_cached(&voice.model_path).ok()?;
+                let mut speakers: Vec<(i64, String)> = voice
+                    .config
+                    .speaker_id_map
+                    .iter()
+                    .map(|(name, id)| (*id, name.clone()))
+                    .collect();
+                speakers.sort();
+                Some(voxproof_scheduler::voices::VoiceRecord {
+                    name: summary.name,
+                    language: summary.language.unwrap_or_default(),
+                    quality: summary.quality,
+                    sample_rate: i32::try_from(summary.sample_rate).ok()?,
+                    speakers: sqlx::types::Json(speakers.into_iter().map(|(_, n)| n).collect()),
+                    model_sha256: digest,
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    voxproof_scheduler::voices::register(pool, &records).await?;
+    Ok(records.len())
+}
+
 /// The object storage `config` names (API and workers open it the same way).
 pub async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(voxproof_storage::open(
@@ -142,6 +174,10 @@ pub async fn run(
         engines: Mutex::new(HashMap::new()),
     });
     tracing::info!(worker = %shared.name, concurrency = shared.options.concurrency, "worker started");
+    match register_local_voices(&shared.pool).await {
+        Ok(count) => tracing::info!(count, "voices registered"),
+        Err(e) => tracing::warn!("could not register this worker's voices: {e}"),
+    }
 
     let heartbeat = tokio::spawn(heartbeat(shared.clone()));
     let sweeper = tokio::spawn(sweep_forever(shared.clone()));

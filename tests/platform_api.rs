@@ -12,7 +12,10 @@ use support::{Options, Platform, Storage};
 #[test]
 fn a_markdown_book_renders_and_everything_around_it_holds() {
     let platform = Platform::start_with(Options {
-        env: vec![("VOXPROOF_MAX_BODY_BYTES".into(), "200000".into())],
+        env: vec![
+            ("VOXPROOF_MAX_BODY_BYTES".into(), "200000".into()),
+            ("VOXPROOF_QUEUE_RETENTION_SECONDS".into(), "0".into()),
+        ],
         ..Options::default()
     });
     let key = platform.key("acme");
@@ -216,6 +219,31 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
             vtt.starts_with("WEBVTT") && vtt.contains("dog barked"),
             "{vtt}"
         );
+
+        // Finished tasks do not pile up in Redis: the sweeper prunes them (retention 0 here).
+        let namespace = platform.env_value("VOXPROOF_QUEUE_NAMESPACE");
+        let leftovers = || {
+            let out = Command::new("redis-cli")
+                .args(["--scan", "--pattern"])
+                .arg(format!("{namespace}:*"))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .filter(|k| k.contains(":meta:") || k.ends_with(":done") || k.ends_with(":data"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let started = Instant::now();
+        while !leftovers().is_empty() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "still in Redis: {:?}",
+                leftovers()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
 
         // A finished job cannot be cancelled.
         let cancel = http

@@ -46,6 +46,8 @@ pub struct WorkerSettings {
     pub lease_seconds: i64,
     /// How often the sweeper looks for work Redis lost or a dead worker held.
     pub sweep_seconds: u64,
+    /// How long finished tasks stay in Redis (for inspection) before they are pruned.
+    pub queue_retention_seconds: u64,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for WorkerSettings {
             max_attempts: 4,
             lease_seconds: 30,
             sweep_seconds: 5,
+            queue_retention_seconds: 3600,
         }
     }
 }
@@ -163,6 +166,10 @@ impl Config {
         }
         if let Some(v) = get("VOXPROOF_SWEEP_SECONDS") {
             self.worker.sweep_seconds = parse_env("VOXPROOF_SWEEP_SECONDS", &v)?;
+        }
+        if let Some(v) = get("VOXPROOF_QUEUE_RETENTION_SECONDS") {
+            self.worker.queue_retention_seconds =
+                parse_env("VOXPROOF_QUEUE_RETENTION_SECONDS", &v)?;
         }
         if let Some(v) = get("VOXPROOF_MAX_ATTEMPTS") {
             self.worker.max_attempts = parse_env("VOXPROOF_MAX_ATTEMPTS", &v)?;

@@ -9,6 +9,9 @@
 //! - Task ids are deterministic (`seg:<job>:<index>:<claims>`): a push of an id still held in
 //!   Redis is a no-op, so the sweeper can re-push whatever Postgres says is pending without
 //!   creating duplicates, and a push after `FLUSHALL` enqueues again.
+//! - Finished tasks stay in Redis forever (a `done`/`dead` set entry, the payload in the
+//!   lane's `data` hash and a `meta:<id>` hash each): [`Queue::prune_finished`] removes
+//!   them once they are older than the retention, since Postgres holds the outcome.
 //! - Orphans of a dead worker come back after heartbeat × missed beats (5 s × 3 here, not
 //!   the 300 s default); the Postgres lease reclaims them too.
 
@@ -120,10 +123,75 @@ impl Queue {
         Ok(())
     }
 
+    /// Removes tasks that finished more than `retention` ago from both lanes: their entry
+    /// in the `done`/`dead` set, their payload and their metadata. Returns how many went.
+    pub async fn prune_finished(&self, retention: Duration) -> anyhow::Result<usize> {
+        let cutoff = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .saturating_sub(retention)
+            .as_secs();
+        let mut conn = self.connection.clone();
+        let mut removed = 0;
+        for lane in ["interactive", "bulk"] {
+            let base = format!("{}:{lane}", self.namespace);
+            for set in ["done", "dead"] {
+                let set_key = format!("{base}:{set}");
+                let mut cursor = 0u64;
+                loop {
+                    let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                        .arg(&set_key)
+                        .arg(cursor)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut conn)
+                        .await?;
+                    if !ids.is_empty() {
+                        let count: usize = prune_script()
+                            .key(&set_key)
+                            .key(format!("{base}:data"))
+                            .arg(format!("{base}:meta:"))
+                            .arg(cutoff)
+                            .arg(&ids)
+                            .invoke_async(&mut conn)
+                            .await?;
+                        removed += count;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Redis answers (readiness).
     pub async fn ping(&self) -> anyhow::Result<()> {
         let mut conn = self.connection.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
     }
+}
+
+/// Removes, atomically per task, the finished tasks among ARGV[3..] whose `done_at` (unix
+/// seconds, written by apalis when a task ends) is before the cutoff ARGV[2].
+fn prune_script() -> redis::Script {
+    redis::Script::new(
+        r"
+        local removed = 0
+        for i = 3, #ARGV do
+            local id = ARGV[i]
+            local meta = ARGV[1] .. id
+            local finished = tonumber(redis.call('HGET', meta, 'done_at'))
+            if finished ~= nil and finished < tonumber(ARGV[2]) then
+                redis.call('SREM', KEYS[1], id)
+                redis.call('HDEL', KEYS[2], id)
+                redis.call('DEL', meta)
+                removed = removed + 1
+            end
+        end
+        return removed
+        ",
+    )
 }

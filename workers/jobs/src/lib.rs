@@ -249,10 +249,20 @@ async fn heartbeat(shared: Arc<Shared>) {
 
 async fn sweep_forever(shared: Arc<Shared>) {
     let every = Duration::from_secs(shared.config.worker.sweep_seconds.max(1));
-    loop {
+    let retention = Duration::from_secs(shared.config.worker.queue_retention_seconds);
+    for round in 1u64.. {
         tokio::time::sleep(every).await;
         if let Err(e) = sweep(&shared.pool, &shared.queue, every.as_secs_f64() * 3.0).await {
             tracing::warn!("sweep failed: {e:#}");
+        }
+        // Finished tasks are only history (Postgres has the outcome): every tenth sweep
+        // drops those past the retention, so Redis does not grow with every task ever run.
+        if round % 10 == 0 {
+            match shared.queue.prune_finished(retention).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::debug!(removed, "pruned finished queue tasks"),
+                Err(e) => tracing::warn!("queue pruning failed: {e:#}"),
+            }
         }
     }
 }

@@ -346,8 +346,14 @@ async fn submit(state: &AppState, v: Validated, request_id: &str) -> Result<Resp
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-/// Queues the new job's segments; a failure here is recovered by the sweeper.
+/// Queues the new job's assembly (which follows the segments as they finish) and its
+/// segments; a failure here is recovered by the sweeper.
 async fn enqueue(state: &AppState, row: &JobRow, segments: &[plan::PlannedSegment]) {
+    let assembly = Task::Assemble { job_id: row.id };
+    if let Err(e) = state.queue.push(row.priority(), assembly, 0).await {
+        tracing::warn!(job_id = %row.id, "queue push failed (the sweeper will retry): {e:#}");
+        return;
+    }
     let mut pushed = Vec::with_capacity(segments.len());
     for segment in segments {
         let task = Task::Segment {

@@ -96,8 +96,8 @@ pub async fn create(
     let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO jobs (id, tenant_id, created_by_key, status, priority, voice, model_sha256,
             input_format, output_format, options, source_key, source_sha256, source_bytes,
-            idempotency_key, request_sha256, segments_total)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            idempotency_key, request_sha256, segments_total, assembly_ready_at)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
          RETURNING {JOB_COLUMNS}"
     )))
     .bind(job.id)
@@ -404,7 +404,7 @@ pub async fn renew_leases(pool: &PgPool, worker: &str, lease_seconds: i64) -> sq
     .await?;
     sqlx::query(
         "UPDATE jobs SET assembly_lease_until = now() + make_interval(secs => $2)
-         WHERE assembly_worker = $1 AND status = 'running'",
+         WHERE assembly_worker = $1 AND status IN ('queued', 'running')",
     )
     .bind(worker)
     .bind(lease_seconds as f64)
@@ -414,7 +414,8 @@ pub async fn renew_leases(pool: &PgPool, worker: &str, lease_seconds: i64) -> sq
 }
 
 /// Marks a rendered segment done. Returns true when it was the job's last: the caller then
-/// enqueues the assembly (the sweeper does, too, if that push is lost).
+/// enqueues the assembly again, in case no assembler is following the job (a no-op when
+/// one holds it; the sweeper does the same if both pushes are lost).
 pub async fn complete_segment(
     pool: &PgPool,
     job_id: Uuid,
@@ -440,8 +441,7 @@ pub async fn complete_segment(
         return Ok(false);
     }
     let last: Option<bool> = sqlx::query_scalar(
-        "UPDATE jobs SET segments_done = segments_done + 1,
-             assembly_ready_at = CASE WHEN segments_done + 1 = segments_total THEN now() END
+        "UPDATE jobs SET segments_done = segments_done + 1
          WHERE id = $1 AND status = 'running'
          RETURNING segments_done = segments_total",
     )
@@ -550,7 +550,7 @@ pub async fn claim_assembly(
     let mut tx = pool.begin().await?;
     let job: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs
-         WHERE id = $1 AND status = 'running' AND assembly_ready_at IS NOT NULL
+         WHERE id = $1 AND status IN ('queued', 'running') AND assembly_ready_at IS NOT NULL
            AND (assembly_lease_until IS NULL OR assembly_lease_until < now())
          FOR UPDATE SKIP LOCKED"
     )))
@@ -586,16 +586,23 @@ pub async fn claim_assembly(
     Ok(AssemblyClaim::Work(Box::new(job)))
 }
 
-/// The job's segments in order, a page at a time (a long book never sits in memory).
+/// The finished segments from `from_index` on, in order, up to the first one not yet done
+/// and at most `limit` (a long book never sits in memory). Empty while `from_index` itself
+/// is still being rendered.
 pub async fn assembly_parts(
     pool: &PgPool,
     job_id: Uuid,
     from_index: i32,
     limit: i64,
 ) -> sqlx::Result<Vec<AssemblyPart>> {
-    let rows: Vec<(i32, sqlx::types::Json<Vec<voxproof_text::Item>>, String)> = sqlx::query_as(
-        "SELECT index, items, content_key FROM segments
-         WHERE job_id = $1 AND index >= $2 ORDER BY index LIMIT $3",
+    let rows: Vec<(
+        i32,
+        sqlx::types::Json<Vec<voxproof_text::Item>>,
+        String,
+        String,
+    )> = sqlx::query_as(
+        "SELECT index, items, content_key, status FROM segments
+             WHERE job_id = $1 AND index >= $2 ORDER BY index LIMIT $3",
     )
     .bind(job_id)
     .bind(from_index)
@@ -604,12 +611,41 @@ pub async fn assembly_parts(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(index, items, content_key)| AssemblyPart {
+        .take_while(|(_, _, _, status)| status == "done")
+        .map(|(index, items, content_key, _)| AssemblyPart {
             index,
             items: items.0,
             content_key,
         })
         .collect())
+}
+
+/// Whether `worker` still holds the job's assembly and the job is still open: a progressive
+/// assembler checks this while it waits for segments.
+pub async fn assembly_held(pool: &PgPool, job_id: Uuid, worker: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND assembly_worker = $2
+             AND status IN ('queued', 'running'))",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .fetch_one(pool)
+    .await
+}
+
+/// Hands an assembly back without charging an attempt (the worker is shutting down), for
+/// another worker to take at once.
+pub async fn release_assembly(pool: &PgPool, job_id: Uuid, worker: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE jobs SET assembly_worker = NULL, assembly_lease_until = NULL,
+             assembly_attempts = greatest(assembly_attempts - 1, 0)
+         WHERE id = $1 AND assembly_worker = $2",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// A file the assembler stored.
@@ -743,7 +779,7 @@ pub async fn due(pool: &PgPool, stale_seconds: f64, limit: i64) -> sqlx::Result<
     .await?;
     let assemblies: Vec<(Uuid, String, i32)> = sqlx::query_as(
         "SELECT id, priority, assembly_attempts FROM jobs
-         WHERE status = 'running' AND assembly_ready_at IS NOT NULL
+         WHERE status IN ('queued', 'running') AND assembly_ready_at IS NOT NULL
            AND (assembly_lease_until IS NULL OR assembly_lease_until < now())
            AND assembly_ready_at < now() - make_interval(secs => $1)
          LIMIT $2",

@@ -1,8 +1,15 @@
 //! Assembly: the job's segments in order through mastering and the encoder into the final
 //! files in a scratch folder, then uploaded (multipart on S3) and recorded. One segment's
 //! PCM is in memory at a time, whatever the book's length.
+//!
+//! An assembly starts with its job and follows the segments as they finish, so encoding
+//! overlaps rendering and the job completes moments after its last segment instead of a
+//! whole encode later. It runs beside the queue handlers: waiting for segments must not
+//! hold a queue permit or a model slot that rendering needs.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use uuid::Uuid;
 use voxproof_scheduler::jobs::{self, AssemblyClaim, NewArtifact};
@@ -15,7 +22,34 @@ use crate::{blob, Shared};
 /// Segments fetched per page from Postgres.
 const PAGE: i64 = 64;
 
-pub async fn job(shared: &Shared, job_id: Uuid) -> anyhow::Result<()> {
+/// How often a waiting assembler looks for the next finished segment.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How often a waiting assembler checks that it still holds the job and the job is open.
+const HOLD_CHECK: Duration = Duration::from_secs(2);
+
+/// Why an assembly stopped before writing its files.
+#[derive(Debug)]
+enum Stopped {
+    /// The job was cancelled or failed, or another worker took the assembly.
+    NotOurs,
+    /// This process is shutting down.
+    Shutdown,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stopped::NotOurs => "the job is no longer this worker's to assemble",
+            Stopped::Shutdown => "the worker is shutting down",
+        })
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// Claims the job's assembly and, if this worker got it, runs it in the background.
+pub async fn start(shared: &Arc<Shared>, job_id: Uuid) -> anyhow::Result<()> {
     let settings = &shared.config.worker;
     let claim = jobs::claim_assembly(
         &shared.pool,
@@ -30,21 +64,70 @@ pub async fn job(shared: &Shared, job_id: Uuid) -> anyhow::Result<()> {
         AssemblyClaim::Skip => return Ok(()),
         AssemblyClaim::GaveUp => return Ok(()),
     };
-    let slot = shared.slots.acquire(job.priority()).await;
-    let result = assemble(shared, &job).await;
-    drop(slot);
-    match result {
+    let task_shared = shared.clone();
+    shared
+        .assemblies
+        .lock()
+        .expect("assembly set")
+        .spawn(async move {
+            if let Err(e) = run(&task_shared, &job).await {
+                tracing::error!(%job_id, "assembly outcome not recorded (its lease will run out): {e:#}");
+            }
+        });
+    Ok(())
+}
+
+async fn run(shared: &Shared, job: &JobRow) -> anyhow::Result<()> {
+    let job_id = job.id;
+    match assemble(shared, job).await {
         Ok((artifacts, seconds)) => {
-            if !jobs::succeed(&shared.pool, &job, &shared.name, &artifacts, seconds).await? {
+            if !jobs::succeed(&shared.pool, job, &shared.name, &artifacts, seconds).await? {
                 tracing::info!(%job_id, "assembly finished after the job changed state; result dropped");
             }
         }
-        Err(e) => {
-            tracing::warn!(%job_id, "assembly failed: {e:#}");
-            jobs::assembly_failed(&shared.pool, job_id, &shared.name, 5.0).await?;
-        }
+        Err(e) => match e.downcast_ref::<Stopped>() {
+            Some(Stopped::NotOurs) => tracing::info!(%job_id, "assembly stopped: {e}"),
+            Some(Stopped::Shutdown) => {
+                tracing::info!(%job_id, "assembly handed back: {e}");
+                jobs::release_assembly(&shared.pool, job_id, &shared.name).await?;
+            }
+            None => {
+                tracing::warn!(%job_id, "assembly failed: {e:#}");
+                jobs::assembly_failed(&shared.pool, job_id, &shared.name, 5.0).await?;
+            }
+        },
     }
     Ok(())
+}
+
+/// Waits until segment `next` is done (returning the finished run from it), or the
+/// assembly must stop.
+async fn next_parts(
+    shared: &Shared,
+    job: &JobRow,
+    next: i32,
+) -> anyhow::Result<Vec<jobs::AssemblyPart>> {
+    let mut shutdown = shared.shutdown.clone();
+    let mut checked = tokio::time::Instant::now();
+    loop {
+        let parts = jobs::assembly_parts(&shared.pool, job.id, next, PAGE).await?;
+        if !parts.is_empty() {
+            return Ok(parts);
+        }
+        if *shutdown.borrow() {
+            return Err(Stopped::Shutdown.into());
+        }
+        if checked.elapsed() >= HOLD_CHECK {
+            if !jobs::assembly_held(&shared.pool, job.id, &shared.name).await? {
+                return Err(Stopped::NotOurs.into());
+            }
+            checked = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
 }
 
 async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtifact>, f64)> {
@@ -83,11 +166,8 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
 
     let feed = async {
         let mut next = 0;
-        loop {
-            let parts = jobs::assembly_parts(&shared.pool, job.id, next, PAGE).await?;
-            if parts.is_empty() {
-                break;
-            }
+        while next < job.segments_total {
+            let parts = next_parts(shared, job, next).await?;
             for part in parts {
                 anyhow::ensure!(part.index == next, "segment {next} is missing");
                 let bytes = shared.storage.get_bytes(&part.content_key).await?;

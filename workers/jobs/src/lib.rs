@@ -46,6 +46,11 @@ pub struct Shared {
     pub name: String,
     options: WorkerOptions,
     engines: Mutex<HashMap<String, Arc<SentenceEngine>>>,
+    /// Assemblies follow their job's segments for as long as the job renders, so they run
+    /// beside the queue's handlers (holding neither a queue permit nor a model slot).
+    assemblies: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// Turns true when the process is asked to stop.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -142,7 +147,7 @@ pub fn process_name() -> String {
 async fn handle(task: Task, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
     let outcome = match task {
         Task::Segment { job_id, index } => render::segment(&shared, job_id, index).await,
-        Task::Assemble { job_id } => assemble::job(&shared, job_id).await,
+        Task::Assemble { job_id } => assemble::start(&shared, job_id).await,
     };
     // Never a plain error: Redis would retry on its own schedule and ignore our cap. What
     // failed is in Postgres; the sweeper brings the work back.
@@ -172,6 +177,8 @@ pub async fn run(
         name,
         options,
         engines: Mutex::new(HashMap::new()),
+        assemblies: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+        shutdown: shutdown.clone(),
     });
     tracing::info!(worker = %shared.name, concurrency = shared.options.concurrency, "worker started");
     match register_local_voices(&shared.pool).await {
@@ -228,6 +235,15 @@ pub async fn run(
                 _ = shutdown.wait_for(|s| *s) => {}
             }
         }
+    }
+    // Assemblies in hand hand themselves back (or finish writing) when they see the
+    // shutdown; the heartbeat keeps their leases until they are done.
+    let assemblies = std::mem::take(&mut *shared.assemblies.lock().expect("assembly set"));
+    if tokio::time::timeout(Duration::from_secs(110), assemblies.join_all())
+        .await
+        .is_err()
+    {
+        tracing::warn!("assemblies did not stop in time; their leases will run out");
     }
     heartbeat.abort();
     sweeper.abort();

@@ -257,12 +257,23 @@ impl Platform {
     }
 }
 
+/// Starts a platform process; its log goes to `target/tmp/<database>-<command>-<n>.log`, so a
+/// failed test can be read after the fact.
 fn spawn(env: &[(String, String)], args: &[&str]) -> Child {
+    let database = &env.iter().find(|(k, _)| k == "VOXPROOF_DATABASE_URL").unwrap().1;
+    let name = database.rsplit('/').next().unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(dir).unwrap();
+    let log = (0..)
+        .map(|n| dir.join(format!("{name}-{}-{n}.log", args[0])))
+        .find(|p| !p.exists())
+        .unwrap();
     Command::new(BIN)
         .args(args)
         .envs(env.iter().cloned())
+        .env("VOXPROOF_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap()
 }

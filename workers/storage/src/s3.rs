@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as AwsByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -89,7 +91,12 @@ impl S3Storage {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
             .credentials_provider(credentials)
-            .force_path_style(true);
+            .force_path_style(true)
+            // Checksums only where the API requires them: by default the SDK streams file
+            // bodies as aws-chunked with a checksum trailer, which S3-compatible servers
+            // (Garage among them) reject as a bad payload signature.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.endpoint_url(endpoint);
         }

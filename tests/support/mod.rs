@@ -260,7 +260,11 @@ impl Platform {
 /// Starts a platform process; its log goes to `target/tmp/<database>-<command>-<n>.log`, so a
 /// failed test can be read after the fact.
 fn spawn(env: &[(String, String)], args: &[&str]) -> Child {
-    let database = &env.iter().find(|(k, _)| k == "VOXPROOF_DATABASE_URL").unwrap().1;
+    let database = &env
+        .iter()
+        .find(|(k, _)| k == "VOXPROOF_DATABASE_URL")
+        .unwrap()
+        .1;
     let name = database.rsplit('/').next().unwrap();
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(dir).unwrap();

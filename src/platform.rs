@@ -85,6 +85,11 @@ async fn api_state(config: &Config) -> Result<voxproof_api::AppState> {
     }
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
     let storage = voxproof_jobs::open_storage(config).await?;
+    // Audit events join the hash chain in the background (see `audit::chain_pending`).
+    tokio::spawn(audit::chain_forever(
+        pool.clone(),
+        std::time::Duration::from_millis(250),
+    ));
     let voices = voxproof_jobs::register_local_voices(&pool).await?;
     tracing::info!(voices, "voices registered");
     Ok(voxproof_api::AppState {

@@ -248,5 +248,10 @@ fn cancel_stops_a_running_job_and_frees_the_tenant_s_slot() {
         let next = api.submit(&numbered_job(2)).await;
         let job = api.finished(&next, Duration::from_secs(60)).await;
         assert_eq!(job["status"], "succeeded", "{job}");
+        // Every job has left queued/running, and the tenant's open-job count says so.
+        assert_eq!(
+            platform.sql("SELECT open_jobs FROM tenants WHERE slug = 'acme'"),
+            "0"
+        );
     });
 }

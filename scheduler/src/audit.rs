@@ -1,6 +1,13 @@
 //! The tamper-evident audit log. Each row's hash covers its fields and the previous row's
-//! hash; rows are appended under a transaction-scoped advisory lock so the chain never
-//! forks and `seq` has no gaps. `verify` recomputes the chain and names the first bad row.
+//! hash; `verify` recomputes the chain and names the first bad row.
+//!
+//! Events are written in two steps so that the chain never serializes the platform:
+//! [`append`] inserts the event into `audit_pending` inside the caller's transaction (it
+//! lands with the change it describes, or not at all, and takes no lock), and [`chain_pending`]
+//! moves committed events into `audit_events` in the order they were written, under an
+//! advisory lock, computing `seq` and the hashes. Every API and worker process runs the
+//! chainer a few times a second, and `verify` runs it first, so an event waits in
+//! `audit_pending` for well under a second.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
@@ -81,61 +88,153 @@ fn row_hash(prev: &[u8], row: &Row<'_>) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-/// Appends `event` inside the caller's transaction, so the event lands with the change it
-/// describes or not at all.
+/// Records `event` inside the caller's transaction, so the event lands with the change it
+/// describes or not at all. It joins the hash chain when [`chain_pending`] next runs.
 pub async fn append(tx: &mut Transaction<'_, Postgres>, event: &AuditEvent) -> sqlx::Result<i64> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(AUDIT_LOCK)
-        .execute(&mut **tx)
-        .await?;
-    let last: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-    let (seq, prev) = match last {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, vec![0u8; 32]),
-    };
     // Postgres keeps microseconds: hash what will be read back.
     let at = Utc::now().trunc_subsecs(6);
-    let details = event.details.to_string();
-    let row = Row {
-        seq,
-        at,
-        request_id: &event.request_id,
-        actor_key_id: event.actor.key_id(),
-        tenant_id: event.tenant_id,
-        action: &event.action,
-        target: &event.target,
-        details: &details,
-    };
-    let hash = row_hash(&prev, &row);
-    sqlx::query(
-        "INSERT INTO audit_events
-           (seq, at, request_id, actor_key_id, tenant_id, action, target, details, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    sqlx::query_scalar(
+        "INSERT INTO audit_pending (at, request_id, actor_key_id, tenant_id, action, target, details)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
     )
-    .bind(seq)
     .bind(at)
     .bind(&event.request_id)
-    .bind(row.actor_key_id)
+    .bind(event.actor.key_id())
     .bind(event.tenant_id)
     .bind(&event.action)
     .bind(&event.target)
-    .bind(&details)
-    .bind(&prev)
-    .bind(&hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(seq)
+    .bind(event.details.to_string())
+    .fetch_one(&mut **tx)
+    .await
 }
 
-/// Appends in a transaction of its own.
+/// Records `event` in a transaction of its own.
 pub async fn record(pool: &PgPool, event: &AuditEvent) -> sqlx::Result<i64> {
     let mut tx = pool.begin().await?;
-    let seq = append(&mut tx, event).await?;
+    let id = append(&mut tx, event).await?;
     tx.commit().await?;
-    Ok(seq)
+    Ok(id)
+}
+
+type PendingRow = (
+    i64,
+    DateTime<Utc>,
+    String,
+    Option<Uuid>,
+    Option<Uuid>,
+    String,
+    String,
+    String,
+);
+
+/// Moves committed pending events into the hash chain, oldest first, a batch per
+/// transaction; returns how many were chained. Safe to run from every process at once:
+/// chaining holds a transaction-scoped advisory lock, so the chain never forks and `seq`
+/// has no gaps.
+pub async fn chain_pending(pool: &PgPool) -> sqlx::Result<u64> {
+    let mut chained = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(AUDIT_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let pending: Vec<PendingRow> = sqlx::query_as(
+            "SELECT id, at, request_id, actor_key_id, tenant_id, action, target, details
+             FROM audit_pending ORDER BY id LIMIT 500",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if pending.is_empty() {
+            tx.rollback().await?;
+            return Ok(chained);
+        }
+        let last: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (mut seq, mut prev) = last.unwrap_or((0, vec![0u8; 32]));
+        let mut columns = ChainColumns::default();
+        for (id, at, request_id, actor_key_id, tenant_id, action, target, details) in pending {
+            seq += 1;
+            let hash = row_hash(
+                &prev,
+                &Row {
+                    seq,
+                    at,
+                    request_id: &request_id,
+                    actor_key_id,
+                    tenant_id,
+                    action: &action,
+                    target: &target,
+                    details: &details,
+                },
+            );
+            columns.ids.push(id);
+            columns.seqs.push(seq);
+            columns.ats.push(at);
+            columns.request_ids.push(request_id);
+            columns.actors.push(actor_key_id);
+            columns.tenants.push(tenant_id);
+            columns.actions.push(action);
+            columns.targets.push(target);
+            columns.details.push(details);
+            columns
+                .prev_hashes
+                .push(std::mem::replace(&mut prev, hash.clone()));
+            columns.hashes.push(hash);
+        }
+        sqlx::query(
+            "INSERT INTO audit_events
+               (seq, at, request_id, actor_key_id, tenant_id, action, target, details, prev_hash, hash)
+             SELECT * FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::uuid[],
+                 $5::uuid[], $6::text[], $7::text[], $8::text[], $9::bytea[], $10::bytea[])",
+        )
+        .bind(&columns.seqs)
+        .bind(&columns.ats)
+        .bind(&columns.request_ids)
+        .bind(&columns.actors)
+        .bind(&columns.tenants)
+        .bind(&columns.actions)
+        .bind(&columns.targets)
+        .bind(&columns.details)
+        .bind(&columns.prev_hashes)
+        .bind(&columns.hashes)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM audit_pending WHERE id = ANY($1)")
+            .bind(&columns.ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        chained += columns.ids.len() as u64;
+    }
+}
+
+/// One batch of chained rows, column by column, for a single multi-row insert.
+#[derive(Default)]
+struct ChainColumns {
+    ids: Vec<i64>,
+    seqs: Vec<i64>,
+    ats: Vec<DateTime<Utc>>,
+    request_ids: Vec<String>,
+    actors: Vec<Option<Uuid>>,
+    tenants: Vec<Option<Uuid>>,
+    actions: Vec<String>,
+    targets: Vec<String>,
+    details: Vec<String>,
+    prev_hashes: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+}
+
+/// Runs [`chain_pending`] every `every` until the task is dropped.
+pub async fn chain_forever(pool: PgPool, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = chain_pending(&pool).await {
+            tracing::warn!("chaining audit events failed: {e}");
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -164,8 +263,9 @@ type StoredRow = (
     Vec<u8>,
 );
 
-/// Walks the whole chain in order, a page at a time.
+/// Chains what is pending, then walks the whole chain in order, a page at a time.
 pub async fn verify(pool: &PgPool) -> sqlx::Result<Verification> {
+    chain_pending(pool).await?;
     let mut expected_seq = 1i64;
     let mut prev = vec![0u8; 32];
     let mut rows = 0u64;

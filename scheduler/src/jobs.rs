@@ -78,21 +78,6 @@ pub async fn create(
             return Ok(Created::Existing(Box::new(row)));
         }
     }
-    // The limit is checked under a per-tenant lock so two racing requests cannot both pass.
-    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(job.tenant_id)
-        .execute(&mut *tx)
-        .await?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM jobs WHERE tenant_id = $1 AND status IN ('queued', 'running')",
-    )
-    .bind(job.tenant_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if active >= i64::from(job.max_concurrent_jobs) {
-        tx.rollback().await?;
-        return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
-    }
     let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO jobs (id, tenant_id, created_by_key, status, priority, voice, model_sha256,
             input_format, output_format, options, source_key, source_sha256, source_bytes,
@@ -136,6 +121,19 @@ pub async fn create(
         },
     )
     .await?;
+    // Admission last, so the tenant's row is locked only for this update and the commit.
+    let admitted: Option<i32> = sqlx::query_scalar(
+        "UPDATE tenants SET open_jobs = open_jobs + 1
+         WHERE id = $1 AND open_jobs < $2 RETURNING open_jobs",
+    )
+    .bind(job.tenant_id)
+    .bind(job.max_concurrent_jobs)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if admitted.is_none() {
+        tx.rollback().await?;
+        return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
+    }
     tx.commit().await?;
     Ok(Created::New(Box::new(row)))
 }

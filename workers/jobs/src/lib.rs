@@ -188,6 +188,10 @@ pub async fn run(
 
     let heartbeat = tokio::spawn(heartbeat(shared.clone()));
     let sweeper = tokio::spawn(sweep_forever(shared.clone()));
+    let chainer = tokio::spawn(voxproof_scheduler::audit::chain_forever(
+        shared.pool.clone(),
+        Duration::from_millis(250),
+    ));
 
     // apalis workers stop for good on some Redis errors (a FLUSHALL unregisters them):
     // the monitor is then rebuilt under new names until shutdown.
@@ -247,6 +251,7 @@ pub async fn run(
     }
     heartbeat.abort();
     sweeper.abort();
+    chainer.abort();
     tracing::info!(worker = %shared.name, "worker stopped");
     Ok(())
 }

@@ -250,8 +250,39 @@ fn cancel_stops_a_running_job_and_frees_the_tenant_s_slot() {
         assert_eq!(job["status"], "succeeded", "{job}");
         // Every job has left queued/running, and the tenant's open-job count says so.
         assert_eq!(
-            platform.sql("SELECT open_jobs FROM tenants WHERE slug = 'acme'"),
+            platform.sql(
+                "SELECT o.open_jobs FROM tenant_open_jobs o JOIN tenants t ON t.id = o.tenant_id \
+                 WHERE t.slug = 'acme'"
+            ),
             "0"
         );
     });
+}
+
+#[test]
+fn the_open_job_limit_holds_under_a_burst_of_concurrent_requests() {
+    let platform = Platform::start_with(Options {
+        env: vec![("VOXPROOF_MAX_CONCURRENT_JOBS".into(), "3".into())],
+        ..Options::default()
+    });
+    let api = platform.client("acme");
+    support::runtime().block_on(async {
+        let body = numbered_job(200);
+        let mut burst = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let request = api.post("/v1/jobs").json(&body);
+            burst.spawn(async move { request.send().await.unwrap().status().as_u16() });
+        }
+        let statuses = burst.join_all().await;
+        let accepted = statuses.iter().filter(|&&s| s == 202).count();
+        let refused = statuses.iter().filter(|&&s| s == 429).count();
+        assert_eq!((accepted, refused), (3, 13), "{statuses:?}");
+    });
+    assert_eq!(
+        platform.sql(
+            "SELECT o.open_jobs FROM tenant_open_jobs o JOIN tenants t ON t.id = o.tenant_id \
+             WHERE t.slug = 'acme'"
+        ),
+        "3"
+    );
 }

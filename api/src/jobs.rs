@@ -291,7 +291,7 @@ async fn validate(
             input_format: input_format_name.into(),
             output_format,
             options,
-            source_key: format!("sources/{id}"),
+            source_key: (source.len() > repo::INLINE_SOURCE_BYTES).then(|| format!("sources/{id}")),
             source_sha256,
             source_bytes: source.len() as i64,
             idempotency_key,
@@ -306,23 +306,35 @@ async fn validate(
 }
 
 async fn submit(state: &AppState, v: Validated, request_id: &str) -> Result<Response, ApiError> {
-    // The source is stored first: a job row never points at a missing source.
-    state
-        .storage
-        .put_bytes(&v.job.source_key, v.source, "application/octet-stream")
-        .await?;
-    let created = repo::create(&state.pool, &v.job, &v.segments, request_id).await?;
+    // A large source is stored first, so a job row never points at a missing object; a
+    // small one is written with the job itself.
+    let inline_source = match &v.job.source_key {
+        Some(key) => {
+            state
+                .storage
+                .put_bytes(key, v.source.clone(), "application/octet-stream")
+                .await?;
+            None
+        }
+        None => Some(&v.source[..]),
+    };
+    let created = repo::create(&state.pool, &v.job, &v.segments, inline_source, request_id).await?;
+    let stored_elsewhere = || async {
+        if let Some(key) = &v.job.source_key {
+            let _ = state.storage.delete(key).await;
+        }
+    };
     let row = match created {
         Created::New(row) => {
             enqueue(state, &row, &v.segments).await;
             row
         }
         Created::Existing(row) => {
-            let _ = state.storage.delete(&v.job.source_key).await;
+            stored_elsewhere().await;
             row
         }
         Created::KeyReused => {
-            let _ = state.storage.delete(&v.job.source_key).await;
+            stored_elsewhere().await;
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_key_reused",
@@ -330,7 +342,7 @@ async fn submit(state: &AppState, v: Validated, request_id: &str) -> Result<Resp
             ));
         }
         Created::TooManyJobs(limit) => {
-            let _ = state.storage.delete(&v.job.source_key).await;
+            stored_elsewhere().await;
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_jobs",
@@ -354,22 +366,15 @@ async fn enqueue(state: &AppState, row: &JobRow, segments: &[plan::PlannedSegmen
         tracing::warn!(job_id = %row.id, "queue push failed (the sweeper will retry): {e:#}");
         return;
     }
-    let mut pushed = Vec::with_capacity(segments.len());
     for segment in segments {
         let task = Task::Segment {
             job_id: row.id,
             index: segment.index,
         };
-        match state.queue.push(row.priority(), task, 0).await {
-            Ok(()) => pushed.push(segment.index),
-            Err(e) => {
-                tracing::warn!(job_id = %row.id, "queue push failed (the sweeper will retry): {e:#}");
-                break;
-            }
+        if let Err(e) = state.queue.push(row.priority(), task, 0).await {
+            tracing::warn!(job_id = %row.id, "queue push failed (the sweeper will retry): {e:#}");
+            break;
         }
-    }
-    if let Err(e) = repo::mark_enqueued(&state.pool, row.id, &pushed).await {
-        tracing::warn!(job_id = %row.id, "could not record the push: {e}");
     }
 }
 

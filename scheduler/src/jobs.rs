@@ -10,6 +10,10 @@ use crate::audit::{self, Actor, AuditEvent};
 use crate::model::{ArtifactRow, JobOptions, JobRow, Priority, JOB_COLUMNS};
 use crate::plan::PlannedSegment;
 
+/// Sources up to this size are stored in Postgres with the job (one transaction, no object
+/// write per request); larger ones go to object storage first.
+pub const INLINE_SOURCE_BYTES: usize = 256 * 1024;
+
 /// A validated job, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -22,7 +26,8 @@ pub struct NewJob {
     pub input_format: String,
     pub output_format: String,
     pub options: JobOptions,
-    pub source_key: String,
+    /// Where a large source is stored; `None` keeps it in `job_sources` ([`INLINE_SOURCE_BYTES`]).
+    pub source_key: Option<String>,
     pub source_sha256: String,
     pub source_bytes: i64,
     pub idempotency_key: Option<String>,
@@ -43,14 +48,32 @@ pub enum Created {
     TooManyJobs(i32),
 }
 
-/// Writes the job, its segments and the audit event in one transaction.
+/// Writes the job, its segments, its source when `inline_source` is given (see
+/// [`INLINE_SOURCE_BYTES`]) and the audit event in one transaction.
 pub async fn create(
     pool: &PgPool,
     job: &NewJob,
     segments: &[PlannedSegment],
+    inline_source: Option<&[u8]>,
     request_id: &str,
 ) -> anyhow::Result<Created> {
-    let mut tx = pool.begin().await?;
+    // The slot first, before this request holds a connection in a transaction: taking a
+    // second connection from inside one could starve the pool under load.
+    let reserved = reserve_slot(pool, job.tenant_id, job.max_concurrent_jobs).await?;
+    let give_back = || async {
+        if reserved {
+            if let Err(e) = release_slot(pool, job.tenant_id).await {
+                tracing::warn!("could not give back a reserved job slot: {e}");
+            }
+        }
+    };
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            give_back().await;
+            return Err(e.into());
+        }
+    };
     if let Some(key) = &job.idempotency_key {
         // Serializes concurrent requests with the same key so exactly one job is created.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2::bigint))")
@@ -69,6 +92,7 @@ pub async fn create(
         .await?;
         if let Some((id, hash)) = existing {
             tx.rollback().await?;
+            give_back().await;
             if hash.as_deref() != Some(job.request_sha256.as_str()) {
                 return Ok(Created::KeyReused);
             }
@@ -78,6 +102,66 @@ pub async fn create(
             return Ok(Created::Existing(Box::new(row)));
         }
     }
+    if !reserved {
+        tx.rollback().await?;
+        return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
+    }
+    let written = write_job(tx, job, segments, inline_source, request_id).await;
+    if written.is_err() {
+        // The job was not written: its slot goes back.
+        give_back().await;
+    }
+    Ok(Created::New(Box::new(written?)))
+}
+
+/// Takes one of the tenant's open-job slots, in a statement of its own so the counter row is
+/// locked only for that statement. False when the tenant is at its limit.
+async fn reserve_slot(pool: &PgPool, tenant_id: Uuid, limit: i32) -> sqlx::Result<bool> {
+    // A single autocommitted statement (see the function in the migrations): the counter
+    // row stays locked only inside the server.
+    let reserved: bool = sqlx::query_scalar("SELECT reserve_open_job($1, $2)")
+        .bind(tenant_id)
+        .bind(limit)
+        .fetch_one(pool)
+        .await?;
+    Ok(reserved)
+}
+
+async fn release_slot(pool: &PgPool, tenant_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE tenant_open_jobs SET open_jobs = greatest(open_jobs - 1, 0) WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Sets open-job counts back to the truth where a crash between a slot's reservation and
+/// its job's commit left one too many; only for tenants with no reservation in the last
+/// five minutes, so requests in flight are never miscounted. Returns the tenants fixed.
+pub async fn reconcile_open_jobs(pool: &PgPool) -> sqlx::Result<u64> {
+    let fixed = sqlx::query(
+        "UPDATE tenant_open_jobs o SET open_jobs = actual.n
+         FROM (SELECT o2.tenant_id, (SELECT count(*) FROM jobs j WHERE j.tenant_id = o2.tenant_id
+                   AND j.status IN ('queued', 'running'))::int AS n
+               FROM tenant_open_jobs o2
+               WHERE o2.reserved_at < now() - interval '5 minutes') actual
+         WHERE o.tenant_id = actual.tenant_id AND o.open_jobs <> actual.n",
+    )
+    .execute(pool)
+    .await?;
+    Ok(fixed.rows_affected())
+}
+
+/// The job's rows, in the transaction `create` opened.
+async fn write_job(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    job: &NewJob,
+    segments: &[PlannedSegment],
+    inline_source: Option<&[u8]>,
+    request_id: &str,
+) -> anyhow::Result<JobRow> {
     let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
         "INSERT INTO jobs (id, tenant_id, created_by_key, status, priority, voice, model_sha256,
             input_format, output_format, options, source_key, source_sha256, source_bytes,
@@ -103,6 +187,13 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     insert_segments(&mut tx, job.id, segments).await?;
+    if let Some(body) = inline_source {
+        sqlx::query("INSERT INTO job_sources (job_id, body) VALUES ($1, $2)")
+            .bind(job.id)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+    }
     audit::append(
         &mut tx,
         &AuditEvent {
@@ -121,21 +212,8 @@ pub async fn create(
         },
     )
     .await?;
-    // Admission last, so the tenant's row is locked only for this update and the commit.
-    let admitted: Option<i32> = sqlx::query_scalar(
-        "UPDATE tenants SET open_jobs = open_jobs + 1
-         WHERE id = $1 AND open_jobs < $2 RETURNING open_jobs",
-    )
-    .bind(job.tenant_id)
-    .bind(job.max_concurrent_jobs)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if admitted.is_none() {
-        tx.rollback().await?;
-        return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
-    }
     tx.commit().await?;
-    Ok(Created::New(Box::new(row)))
+    Ok(row)
 }
 
 async fn insert_segments(
@@ -153,8 +231,10 @@ async fn insert_segments(
         let sentences: Vec<i32> = chunk.iter().map(|s| s.sentences).collect();
         let keys: Vec<String> = chunk.iter().map(|s| s.content_key.clone()).collect();
         sqlx::query(
-            "INSERT INTO segments (job_id, index, items, sentences, content_key)
-             SELECT $1, * FROM UNNEST($2::int[], $3::jsonb[], $4::int[], $5::text[])",
+            // Counted as queued from the start: the API pushes them right after the commit,
+            // and if that push is lost the sweeper re-pushes once they look stale.
+            "INSERT INTO segments (job_id, index, items, sentences, content_key, enqueued_at)
+             SELECT $1, *, now() FROM UNNEST($2::int[], $3::jsonb[], $4::int[], $5::text[])",
         )
         .bind(job_id)
         .bind(&indexes)

@@ -101,7 +101,7 @@ pub struct JobRow {
     pub input_format: String,
     pub output_format: String,
     pub options: sqlx::types::Json<JobOptions>,
-    pub source_key: String,
+    pub source_key: Option<String>,
     pub source_sha256: String,
     pub segments_total: i32,
     pub segments_done: i32,

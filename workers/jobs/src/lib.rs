@@ -284,6 +284,11 @@ async fn sweep_forever(shared: Arc<Shared>) {
                 Ok(removed) => tracing::debug!(removed, "pruned finished queue tasks"),
                 Err(e) => tracing::warn!("queue pruning failed: {e:#}"),
             }
+            match jobs::reconcile_open_jobs(&shared.pool).await {
+                Ok(0) => {}
+                Ok(fixed) => tracing::warn!(fixed, "corrected tenants' open-job counts"),
+                Err(e) => tracing::warn!("open-job count check failed: {e}"),
+            }
         }
     }
 }

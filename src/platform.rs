@@ -93,6 +93,7 @@ async fn api_state(config: &Config) -> Result<voxproof_api::AppState> {
     let voices = voxproof_jobs::register_local_voices(&pool).await?;
     tracing::info!(voices, "voices registered");
     Ok(voxproof_api::AppState {
+        keys: keys::KeyCache::new(std::time::Duration::from_secs(5)),
         config: Arc::new(config.clone()),
         pool,
         queue,

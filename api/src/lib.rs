@@ -30,6 +30,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub queue: Queue,
     pub storage: Arc<dyn Storage>,
+    /// Recently checked API keys (a few seconds), so requests do not each query the database.
+    pub keys: keys::KeyCache,
 }
 
 impl std::fmt::Debug for AppState {
@@ -111,7 +113,7 @@ impl FromRequestParts<AppState> for Caller {
             .strip_prefix("Bearer ")
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        match keys::authenticate(&state.pool, key).await? {
+        match state.keys.authenticate(&state.pool, key).await? {
             Some(principal) => Ok(Caller(principal)),
             None => Err(ApiError::unauthorized()),
         }

@@ -153,6 +153,68 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> anyhow::Result<Opti
     }))
 }
 
+/// Keys that checked out recently, so a busy client does not cost a database query per
+/// request. An entry lives `ttl`: a revoked key or a changed tenant limit takes effect
+/// within that time. Only successful checks are kept, under the key's SHA-256 (the key
+/// itself is never held).
+#[derive(Debug, Clone)]
+pub struct KeyCache {
+    entries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Vec<u8>, CachedKey>>>,
+    ttl: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+struct CachedKey {
+    checked: std::time::Instant,
+    principal: Principal,
+}
+
+/// Entries kept at most; past this the cache starts over (keys are few in practice).
+const KEY_CACHE_LIMIT: usize = 10_000;
+
+impl KeyCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            entries: Default::default(),
+            ttl,
+        }
+    }
+
+    /// [`authenticate`], answered from the cache while the entry is fresh.
+    pub async fn authenticate(
+        &self,
+        pool: &PgPool,
+        presented: &str,
+    ) -> anyhow::Result<Option<Principal>> {
+        let hash = hash_key(presented);
+        if let Some(hit) = self.entries.lock().expect("key cache").get(&hash) {
+            if hit.checked.elapsed() < self.ttl {
+                return Ok(Some(hit.principal.clone()));
+            }
+        }
+        let principal = authenticate(pool, presented).await?;
+        let mut entries = self.entries.lock().expect("key cache");
+        match &principal {
+            Some(p) => {
+                if entries.len() >= KEY_CACHE_LIMIT {
+                    entries.clear();
+                }
+                entries.insert(
+                    hash,
+                    CachedKey {
+                        checked: std::time::Instant::now(),
+                        principal: p.clone(),
+                    },
+                );
+            }
+            None => {
+                entries.remove(&hash);
+            }
+        }
+        Ok(principal)
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

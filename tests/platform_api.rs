@@ -193,19 +193,7 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("book.mp3");
         std::fs::write(&path, audio.bytes().await.unwrap()).unwrap();
-        let probe = Command::new("ffprobe")
-            .args(["-v", "error", "-show_chapters", "-of", "json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let probe: Value = serde_json::from_slice(&probe.stdout).unwrap();
-        let titles: Vec<&str> = probe["chapters"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["tags"]["title"].as_str().unwrap())
-            .collect();
-        assert_eq!(titles, ["One", "Two", "Three"]);
+        assert_eq!(support::chapter_titles(&path), ["One", "Two", "Three"]);
         let vtt = http
             .get(format!("{base}/v1/jobs/{id}/artifacts/subtitles.vtt"))
             .header("authorization", auth(&key))

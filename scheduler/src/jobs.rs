@@ -673,14 +673,15 @@ pub async fn assembly_parts(
     from_index: i32,
     limit: i64,
 ) -> sqlx::Result<Vec<AssemblyPart>> {
-    let rows: Vec<(
-        i32,
-        sqlx::types::Json<Vec<voxproof_text::Item>>,
-        String,
-        String,
-    )> = sqlx::query_as(
-        "SELECT index, items, content_key, status FROM segments
-             WHERE job_id = $1 AND index >= $2 ORDER BY index LIMIT $3",
+    // Stops below the first segment not yet done, so a waiting assembler's polls read no
+    // items they cannot use.
+    let rows: Vec<(i32, sqlx::types::Json<Vec<voxproof_text::Item>>, String)> = sqlx::query_as(
+        "SELECT index, items, content_key FROM segments
+         WHERE job_id = $1 AND index >= $2
+           AND index < coalesce((SELECT min(index) FROM segments
+                                 WHERE job_id = $1 AND index >= $2 AND status <> 'done'),
+                                2147483647)
+         ORDER BY index LIMIT $3",
     )
     .bind(job_id)
     .bind(from_index)
@@ -689,8 +690,7 @@ pub async fn assembly_parts(
     .await?;
     Ok(rows
         .into_iter()
-        .take_while(|(_, _, _, status)| status == "done")
-        .map(|(index, items, content_key, _)| AssemblyPart {
+        .map(|(index, items, content_key)| AssemblyPart {
             index,
             items: items.0,
             content_key,

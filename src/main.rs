@@ -1,6 +1,7 @@
 //! The `voxproof` command: wiring only; the work lives in the workspace crates.
 
 mod platform;
+mod provenance;
 
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use voxproof_synth::{OutputPaths, Progress, SynthSettings};
+use voxproof_synth::{OutputPaths, Progress, SynthSettings, Watermarking};
 use voxproof_text::{InputFormat, Lexicon};
 use voxproof_voice::{ExecutionProvider, Voice, VoiceSummary};
 
@@ -45,6 +46,8 @@ enum Command {
         #[command(subcommand)]
         command: platform::KeysCommand,
     },
+    /// Check where an audio file came from: its C2PA manifest, the watermark, the record.
+    Verify(provenance::VerifyArgs),
     /// Check the audit log.
     Audit {
         #[command(subcommand)]
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => platform::dev(args),
         Command::Keys { command } => platform::keys(command),
         Command::Audit { command } => platform::audit(command),
+        Command::Verify(args) => provenance::verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -205,6 +209,11 @@ fn synth(args: SynthArgs) -> Result<()> {
         .with_context(|| format!("cannot read {}", args.input))?;
     let script = voxproof_text::script(&document, &lexicon);
 
+    // Every output carries the watermark and a signed manifest naming this record.
+    let provenance = provenance::LocalProvenance::open()?;
+    let model_sha256 = voxproof_voice::model_sha256(&voice.model_path)?;
+    let record = provenance.new_record(&bytes, &voice.name, &model_sha256)?;
+
     let defaults = SynthSettings::default();
     let settings = SynthSettings {
         speaker: args.speaker,
@@ -226,16 +235,39 @@ fn synth(args: SynthArgs) -> Result<()> {
         } else {
             ExecutionProvider::Cpu
         },
+        watermark: Some(Watermarking {
+            key: provenance.material.watermark_key.clone().into(),
+            payload: record.watermark,
+        }),
         ..defaults
     };
     let progress = ProgressBar::new(std::io::stderr().is_terminal());
     let report = voxproof_synth::synthesize(&voice, &script, &settings, &outputs, &progress)?;
     progress.finish();
 
+    let audio_files = report.files.iter().filter(|file| {
+        **file == args.out
+            || args
+                .chapters_dir
+                .as_deref()
+                .is_some_and(|dir| file.parent() == Some(dir))
+    });
+    for file in audio_files {
+        voxproof_provenance::sign_file(&provenance.material.signer, file, &record)
+            .with_context(|| format!("cannot sign {}", file.display()))?;
+    }
+
     let loudness = report.loudness;
     let speed = report.audio_seconds / report.wall_seconds.max(1e-9);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut json = serde_json::to_value(&report)?;
+        json["provenance"] = serde_json::json!({
+            "record_id": record.record_id,
+            "watermark": record.watermark,
+            "signer": provenance.material.signer.subject(),
+            "development_keys": provenance.material.development_keys,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         eprintln!(
             "{} sentences, {} chapters, {:.1} s of audio in {:.1} s ({speed:.1}x realtime)",
@@ -255,6 +287,16 @@ fn synth(args: SynthArgs) -> Result<()> {
         for file in &report.files {
             eprintln!("wrote {}", file.display());
         }
+        eprintln!(
+            "watermarked and signed: record {:08x}, signer {}{}",
+            record.record_id,
+            provenance.material.signer.subject(),
+            if provenance.material.development_keys {
+                " (development keys; set VOXPROOF_SIGNING_KEYS for real ones)"
+            } else {
+                ""
+            }
+        );
     }
     if report.unknown_phonemes > 0 {
         eprintln!(

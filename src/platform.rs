@@ -29,6 +29,16 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create C2PA signing credentials: an Ed25519 root, an intermediate and a claim-signing
+    /// certificate with their keys, in DIR. Give verifiers `root.pem`; point
+    /// `VOXPROOF_SIGNING_KEYS` at DIR; keep `root.key` offline.
+    InitCa {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// Organization named in the certificates.
+        #[arg(long, default_value = "voxproof")]
+        organization: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,7 +164,12 @@ pub fn dev(args: WorkerArgs) -> Result<()> {
 }
 
 pub fn keys(command: KeysCommand) -> Result<()> {
-    let KeysCommand::Create { tenant, role, json } = command;
+    let (tenant, role, json) = match command {
+        KeysCommand::Create { tenant, role, json } => (tenant, role, json),
+        KeysCommand::InitCa { dir, organization } => {
+            return crate::provenance::init_ca(&dir, &organization)
+        }
+    };
     runtime()?.block_on(async {
         let config = Config::load()?;
         let pool = db::connect(&config.database_url, 2).await?;

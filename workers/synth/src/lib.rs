@@ -25,6 +25,8 @@ use voxproof_text::{Item, Piece, Script};
 use voxproof_voice::{
     Espeak, ExecutionProvider, ModelInputs, PoolOptions, Spoken, Voice, VoiceError, VoiceModel,
 };
+use voxproof_watermark::Embedder;
+pub use voxproof_watermark::Payload;
 
 pub use timeline::{Mark, MarkKind, SubtitleFormat};
 
@@ -76,6 +78,24 @@ pub struct SynthSettings {
     pub provider: ExecutionProvider,
     pub ort_library: PathBuf,
     pub espeak_data: PathBuf,
+    /// The inaudible mark every output carries; `None` only where a caller marks elsewhere.
+    pub watermark: Option<Watermarking>,
+}
+
+/// The watermark key and payload for one output.
+#[derive(Clone)]
+pub struct Watermarking {
+    pub key: std::sync::Arc<[u8]>,
+    pub payload: Payload,
+}
+
+impl std::fmt::Debug for Watermarking {
+    /// The payload is public (the manifest names it); the key never appears.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watermarking")
+            .field("payload", &self.payload)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SynthSettings {
@@ -97,6 +117,7 @@ impl Default for SynthSettings {
             provider: ExecutionProvider::Cpu,
             ort_library: voxproof_voice::paths::ort_library(),
             espeak_data: voxproof_voice::paths::espeak_data(),
+            watermark: None,
         }
     }
 }
@@ -490,6 +511,9 @@ struct PendingFile {
 struct ChapterOutput {
     encoder: Box<dyn AudioEncoder>,
     file: PendingFile,
+    /// The chapter's samples in the stream: `[start, end)`; `end` is set when it ends.
+    start: u64,
+    end: Option<u64>,
 }
 
 /// The writer stage: takes items in order with their raw PCM, masters, encodes and times
@@ -504,10 +528,17 @@ pub struct Writer {
     meter: LoudnessMeter,
     encoder: Option<Box<dyn AudioEncoder>>,
     audio_file: PendingFile,
+    /// Samples taken in; marks and chapters are timed by this count.
     samples_written: u64,
+    /// The watermark embedder, whose output lags its input by a few seconds.
+    embedder: Option<Embedder>,
+    /// Samples handed to the encoders so far (behind `samples_written` by the lag).
+    samples_emitted: u64,
     marks: Vec<Mark>,
     chapters: Vec<ChapterMark>,
-    chapter: Option<ChapterOutput>,
+    /// Chapter files still receiving samples, oldest first: with a watermark lag the
+    /// previous chapter's tail is still being emitted when the next chapter begins.
+    chapter_outputs: std::collections::VecDeque<ChapterOutput>,
     finished_chapter_files: Vec<PendingFile>,
     /// Pause to put before the next sentence (set by the previous item).
     pause_before_next_ms: Option<u32>,
@@ -525,6 +556,13 @@ impl Writer {
         }
         let temp = temp_beside(&outputs.audio)?;
         let encoder = voxproof_audio::encoder(format, temp.path(), sample_rate)?;
+        let embedder = match &settings.watermark {
+            Some(mark) => Some(
+                Embedder::new(&mark.key, sample_rate, mark.payload)
+                    .map_err(|e| SynthError::Settings(format!("watermark: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             sample_rate,
             format,
@@ -538,9 +576,11 @@ impl Writer {
                 target: outputs.audio.clone(),
             },
             samples_written: 0,
+            embedder,
+            samples_emitted: 0,
             marks: Vec::new(),
             chapters: Vec::new(),
-            chapter: None,
+            chapter_outputs: std::collections::VecDeque::new(),
             finished_chapter_files: Vec::new(),
             pause_before_next_ms: None,
         })
@@ -558,14 +598,61 @@ impl Writer {
         if samples.is_empty() {
             return Ok(());
         }
+        self.meter.add(samples);
+        self.samples_written += samples.len() as u64;
+        match self.embedder.as_mut() {
+            Some(embedder) => {
+                let marked = embedder.process(samples);
+                self.emit(&marked)
+            }
+            None => self.emit(samples),
+        }
+    }
+
+    /// Hands the next samples of the (marked) stream to the main encoder and to the chapter
+    /// files whose ranges they fall in.
+    fn emit(&mut self, mut samples: &[f32]) -> Result<(), SynthError> {
         if let Some(encoder) = self.encoder.as_mut() {
             encoder.write(samples)?;
         }
-        if let Some(chapter) = self.chapter.as_mut() {
-            chapter.encoder.write(samples)?;
+        let mut position = self.samples_emitted;
+        self.samples_emitted += samples.len() as u64;
+        while !samples.is_empty() {
+            let Some(chapter) = self.chapter_outputs.front_mut() else {
+                break;
+            };
+            let len = samples.len() as u64;
+            if position < chapter.start {
+                // Between chapters (the pause after a chapter's tail): main file only.
+                let skip = (chapter.start - position).min(len);
+                samples = &samples[skip as usize..];
+                position += skip;
+                continue;
+            }
+            let take = chapter
+                .end
+                .map_or(len, |end| end.saturating_sub(position).min(len));
+            chapter.encoder.write(&samples[..take as usize])?;
+            samples = &samples[take as usize..];
+            position += take;
+            self.retire_chapters(position)?;
         }
-        self.meter.add(samples);
-        self.samples_written += samples.len() as u64;
+        self.retire_chapters(self.samples_emitted)
+    }
+
+    /// Completes the chapter files that end at or before `position` of the emitted stream.
+    fn retire_chapters(&mut self, position: u64) -> Result<(), SynthError> {
+        while self
+            .chapter_outputs
+            .front()
+            .and_then(|c| c.end)
+            .is_some_and(|end| end <= position)
+        {
+            if let Some(chapter) = self.chapter_outputs.pop_front() {
+                chapter.encoder.finish(&[])?;
+                self.finished_chapter_files.push(chapter.file);
+            }
+        }
         Ok(())
     }
 
@@ -620,9 +707,11 @@ impl Writer {
                     let temp = temp_beside(&target)?;
                     let encoder =
                         voxproof_audio::encoder(self.format, temp.path(), self.sample_rate)?;
-                    self.chapter = Some(ChapterOutput {
+                    self.chapter_outputs.push_back(ChapterOutput {
                         encoder,
                         file: PendingFile { temp, target },
+                        start: self.samples_written,
+                        end: None,
                     });
                 }
                 self.silence(self.settings.chapter_lead_in_ms)?;
@@ -677,16 +766,23 @@ impl Writer {
         if let Some(last) = self.chapters.last_mut() {
             last.end_ms = end_ms;
         }
-        if let Some(chapter) = self.chapter.take() {
-            chapter.encoder.finish(&[])?;
-            self.finished_chapter_files.push(chapter.file);
+        if let Some(chapter) = self.chapter_outputs.back_mut() {
+            if chapter.end.is_none() {
+                chapter.end = Some(self.samples_written);
+            }
         }
-        Ok(())
+        self.retire_chapters(self.samples_emitted)
     }
 
     /// Completes every file and moves them to their names.
     pub fn finish(mut self, normalized_text: &str) -> Result<Written, SynthError> {
         self.end_chapter()?;
+        if let Some(embedder) = self.embedder.take() {
+            let rest = embedder.finish();
+            self.emit(&rest)?;
+        }
+        debug_assert_eq!(self.samples_emitted, self.samples_written);
+        debug_assert!(self.chapter_outputs.is_empty());
         if let Some(encoder) = self.encoder.take() {
             encoder.finish(&self.chapters)?;
         }

@@ -375,3 +375,245 @@ fn an_epub_upload_renders_into_s3_and_downloads_through_presigned_urls() {
         assert!(vtt.contains("Nobody haggled"), "{vtt}");
     });
 }
+
+#[test]
+fn the_openapi_document_describes_every_route_and_docs_work_offline() {
+    let platform = Platform::start();
+    let api = platform.client("umbrella");
+    let http = ::reqwest::Client::new();
+    let base = platform.base.clone();
+    support::runtime().block_on(async {
+        let response = http
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let doc: Value = response.json().await.unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let bearer = &doc["components"]["securitySchemes"]["bearer"];
+        assert_eq!(
+            (&bearer["type"], &bearer["scheme"]),
+            (&json!("http"), &json!("bearer"))
+        );
+        assert!(doc.get("security").is_none(), "no global requirement");
+
+        // Every route the router registers, read from its source so that a new route fails
+        // here until it is described.
+        let routes = registered_routes();
+        assert!(routes.len() >= 11, "{routes:?}");
+        let public = ["/healthz", "/readyz", "/openapi.json", "/docs"];
+        for (path, methods) in &routes {
+            let item = &doc["paths"][path.as_str()];
+            assert!(item.is_object(), "{path} is not in /openapi.json");
+            for method in methods {
+                let operation = &item[method.as_str()];
+                assert!(operation.is_object(), "{method} {path} is not described");
+                assert!(
+                    operation["summary"].is_string(),
+                    "{method} {path}: no summary"
+                );
+                let security = operation.get("security");
+                if public.contains(&path.as_str()) || path.starts_with("/docs/") {
+                    assert!(security.is_none(), "{method} {path} is public");
+                } else {
+                    assert_eq!(
+                        security,
+                        Some(&json!([{ "bearer": [] }])),
+                        "{method} {path}"
+                    );
+                    let unauthorized = &operation["responses"]["401"];
+                    assert_eq!(
+                        unauthorized["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/Error",
+                        "{method} {path}"
+                    );
+                }
+            }
+            let described: Vec<&String> = item.as_object().unwrap().keys().collect();
+            assert_eq!(described.len(), methods.len(), "{path}: {described:?}");
+        }
+        assert_eq!(
+            doc["paths"].as_object().unwrap().len(),
+            routes.len(),
+            "described paths that the router does not have"
+        );
+
+        let schemas = &doc["components"]["schemas"];
+        let error = &schemas["Error"];
+        assert_eq!(error["required"], json!(["error"]));
+        let detail = &schemas["ErrorDetail"];
+        assert_eq!(detail["required"], json!(["code", "message"]));
+        let request = &schemas["JobRequest"];
+        let properties: Vec<&String> = request["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            properties,
+            [
+                "voice",
+                "text",
+                "input_format",
+                "output_format",
+                "options",
+                "priority"
+            ]
+        );
+        assert_eq!(request["required"], json!(["voice", "text"]));
+        assert_eq!(request["additionalProperties"], false);
+        let p = &request["properties"];
+        assert_eq!(
+            p["input_format"]["enum"],
+            json!(["text", "markdown", "ssml"])
+        );
+        assert_eq!(
+            p["output_format"]["enum"],
+            json!(["mp3", "opus", "flac", "wav", "m4b"])
+        );
+        assert_eq!(p["priority"]["enum"], json!(["interactive", "bulk"]));
+        assert_eq!(p["options"]["$ref"], "#/components/schemas/JobOptions");
+        let options = &schemas["JobOptions"];
+        assert_eq!(options["additionalProperties"], false);
+        assert_eq!(options["properties"]["rate"]["minimum"], 0.25);
+        assert_eq!(options["properties"]["rate"]["maximum"], 4.0);
+        assert_eq!(
+            schemas["Job"]["properties"]["status"]["enum"],
+            json!(["queued", "running", "succeeded", "failed", "cancelled"])
+        );
+
+        let create = &doc["paths"]["/v1/jobs"]["post"];
+        let upload = &create["requestBody"]["content"]["multipart/form-data"]["schema"];
+        let upload = match upload["$ref"].as_str() {
+            Some(r) => &schemas[r.rsplit('/').next().unwrap()],
+            None => upload,
+        };
+        assert_eq!(upload["properties"]["file"]["format"], "binary");
+        assert_eq!(
+            create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/JobRequest"
+        );
+        let list = &doc["paths"]["/v1/jobs"]["get"]["parameters"];
+        let names: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["status", "cursor", "limit"]);
+        assert_eq!(list[2]["schema"]["minimum"], 1);
+        assert_eq!(list[2]["schema"]["maximum"], 100);
+
+        // What the handlers answer is among what the document says they answer.
+        let id = "0190f0f0-0000-7000-8000-000000000000";
+        let answers = [
+            ("get", "/v1/voices", http.get(format!("{base}/v1/voices"))),
+            ("get", "/v1/jobs", api.get("/v1/jobs?limit=0")),
+            ("get", "/v1/jobs/{id}", api.get("/v1/jobs/not-a-uuid")),
+            (
+                "post",
+                "/v1/jobs",
+                api.post("/v1/jobs")
+                    .header("content-type", "text/plain")
+                    .body("hi"),
+            ),
+            (
+                "post",
+                "/v1/jobs",
+                api.post("/v1/jobs").json(&json!({ "text": "Hi." })),
+            ),
+            (
+                "post",
+                "/v1/jobs/{id}/cancel",
+                api.post(&format!("/v1/jobs/{id}/cancel")),
+            ),
+            (
+                "get",
+                "/v1/jobs/{id}/result",
+                api.get(&format!("/v1/jobs/{id}/result")),
+            ),
+        ];
+        for (method, path, request) in answers {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16().to_string();
+            let body: Value = response.json().await.unwrap();
+            assert!(
+                doc["paths"][path][method]["responses"][&status].is_object(),
+                "{method} {path} answered {status}, which is not described"
+            );
+            assert!(body["error"]["code"].is_string(), "{body}");
+            assert!(body["error"]["message"].is_string(), "{body}");
+        }
+
+        // The Swagger UI page loads only files this server embeds.
+        let page = http.get(format!("{base}/docs")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let page = page.text().await.unwrap();
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "{page}"
+        );
+        let assets: Vec<&str> = ["src=\"", "href=\""]
+            .iter()
+            .flat_map(|attr| page.split(attr).skip(1))
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            .collect();
+        assert!(assets.len() >= 3, "{page}");
+        for asset in assets {
+            assert!(asset.starts_with("/docs/assets/"), "{asset}");
+            let response = http.get(format!("{base}{asset}")).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{asset}");
+            let header = |name: &str| response.headers()[name].to_str().unwrap().to_string();
+            let expected_type = match asset.rsplit('.').next().unwrap() {
+                "css" => "text/css",
+                "js" => "text/javascript",
+                "png" => "image/png",
+                other => panic!("{asset}: unexpected .{other}"),
+            };
+            assert!(header("content-type").starts_with(expected_type), "{asset}");
+            assert!(
+                header("cache-control").contains("max-age=31536000"),
+                "{asset}"
+            );
+            let bytes = response.bytes().await.unwrap();
+            assert!(bytes.len() > 500, "{asset}");
+            if expected_type == "text/css" {
+                let css = String::from_utf8_lossy(&bytes);
+                assert!(!css.contains("@import"), "{asset}");
+                for url in css.split("url(").skip(1) {
+                    let url = url.trim_start_matches(['"', '\'']);
+                    assert!(
+                        !url.starts_with("http://") && !url.starts_with("https://"),
+                        "{asset} loads {url:.60}"
+                    );
+                }
+            }
+        }
+        let other_version = http
+            .get(format!("{base}/docs/assets/0.0.0/swagger-ui.css"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(other_version.status(), 404);
+    });
+}
+
+/// `(path, methods)` of each `.route(...)` in api/src/lib.rs, paths as OpenAPI writes them
+/// (`{*name}` is `{name}`).
+fn registered_routes() -> Vec<(String, Vec<String>)> {
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/api/src/lib.rs")).unwrap();
+    source
+        .split(".route(\"")
+        .skip(1)
+        .map(|route| {
+            let (path, rest) = route.split_once('"').unwrap();
+            let handlers = &rest[..rest.find('\n').unwrap()];
+            let methods = ["get", "post", "put", "patch", "delete"]
+                .into_iter()
+                .filter(|m| {
+                    handlers.contains(&format!(" {m}(")) || handlers.contains(&format!(".{m}("))
+                })
+                .map(str::to_string)
+                .collect();
+            (path.replace("{*", "{"), methods)
+        })
+        .collect()
+}

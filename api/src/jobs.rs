@@ -7,8 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use voxproof_scheduler::audit::{self, Actor, AuditEvent};
 use voxproof_scheduler::jobs::{self as repo, Cancelled, Created, NewJob};
@@ -18,24 +19,116 @@ use voxproof_scheduler::plan::{self, RenderSettings};
 use voxproof_scheduler::queue::Task;
 use voxproof_text::{InputFormat, Lexicon};
 
+use crate::error::ErrorBody;
+use crate::openapi::{self, JobOptionsSchema};
 use crate::{ApiError, AppState, Caller, RequestId};
 
-/// The fields of a job request, from JSON or from multipart parts.
-#[derive(Debug, Default, Deserialize)]
+// The fields are checked by `validate`, not by their types, so that a bad value is a 422 with
+// a precise code; the schema still states what is valid. Doc comments on this and the other
+// types below are the OpenAPI document's descriptions.
+/// A job to render.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JobRequest {
+    /// A voice the deployment has (`GET /v1/voices`).
+    #[schema(value_type = String)]
     voice: Option<String>,
+    /// The document.
+    #[schema(value_type = String)]
     text: Option<String>,
+    #[schema(schema_with = openapi::input_format)]
     input_format: Option<String>,
+    #[schema(schema_with = openapi::output_format)]
     output_format: Option<String>,
     #[serde(default)]
+    #[schema(value_type = JobOptionsSchema)]
     options: Option<JobOptions>,
+    #[schema(schema_with = openapi::priority)]
     priority: Option<String>,
     /// Only from multipart: the uploaded file's name and bytes.
     #[serde(skip)]
     file: Option<(String, Bytes)>,
 }
 
+/// The multipart form of a job: the fields of `JobRequest` as parts, with the document as a
+/// `file` part (its name's extension tells the format) or a `text` part.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Only described: `read_multipart` reads the parts one by one.
+struct JobUpload {
+    /// The document: text, Markdown, SSML or EPUB.
+    #[serde(default)]
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
+    /// A voice the deployment has (`GET /v1/voices`).
+    voice: String,
+    /// The document as text, instead of a file.
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    #[schema(schema_with = openapi::upload_input_format)]
+    input_format: String,
+    #[serde(default)]
+    #[schema(schema_with = openapi::output_format)]
+    output_format: String,
+    #[serde(default)]
+    #[schema(schema_with = openapi::priority)]
+    priority: String,
+    /// `JobOptions` as JSON.
+    #[serde(default)]
+    options: String,
+}
+
+/// The `Idempotency-Key` header of a job request.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only described: `create` reads the header itself.
+struct IdempotencyKey {
+    /// 1–255 visible ASCII characters, chosen by the client.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 255
+    )]
+    key: String,
+}
+
+/// The answer to an accepted job.
+#[derive(Debug, Serialize, ToSchema)]
+struct Accepted {
+    id: Uuid,
+    #[schema(schema_with = openapi::job_status)]
+    status: String,
+    /// Where to follow the job: `/v1/jobs/{id}`.
+    status_url: String,
+}
+
+/// Submit a job (JSON, or multipart with a `file` part)
+///
+/// The document is parsed and checked before the job is accepted. A retry with the same
+/// `Idempotency-Key` and the same request answers with the job the first one created.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(IdempotencyKey),
+    request_body(content(
+        (JobRequest = "application/json"),
+        (JobUpload = "multipart/form-data"),
+    )),
+    responses(
+        (status = 202, description = "accepted (or, for a repeated Idempotency-Key, the job it created)", body = Accepted),
+        (status = 400, description = "malformed request: `invalid_idempotency_key`, `invalid_json`, `invalid_multipart`", body = ErrorBody),
+        (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the Idempotency-Key was used for a different request", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body, file or document is too large", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: send application/json or multipart/form-data", body = ErrorBody),
+        (status = 422, description = "invalid voice, format, options or document: `missing_field`, `unknown_voice`, `invalid_output_format`, `invalid_priority`, `ambiguous_input`, `invalid_input_format`, `invalid_options`, `invalid_lexicon`, `invalid_document`", body = ErrorBody),
+        (status = 429, description = "`too_many_jobs`: the tenant has too many jobs queued or running", body = ErrorBody),
+        (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -350,11 +443,11 @@ async fn submit(state: &AppState, v: Validated, request_id: &str) -> Result<Resp
             ));
         }
     };
-    let body = serde_json::json!({
-        "id": row.id,
-        "status": row.status,
-        "status_url": format!("/v1/jobs/{}", row.id),
-    });
+    let body = Accepted {
+        id: row.id,
+        status: row.status,
+        status_url: format!("/v1/jobs/{}", row.id),
+    };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
@@ -387,43 +480,111 @@ fn artifact_url(job_id: Uuid, artifact: &ArtifactRow) -> String {
     format!("/v1/jobs/{job_id}/artifacts/{}", artifact.name)
 }
 
-fn view(row: &JobRow, artifacts: &[ArtifactRow]) -> serde_json::Value {
-    let error = match (&row.error_code, &row.error_message) {
-        (Some(code), message) => serde_json::json!({ "code": code, "message": message }),
-        _ => serde_json::Value::Null,
-    };
-    serde_json::json!({
-        "id": row.id,
-        "status": row.status,
-        "priority": row.priority,
-        "voice": row.voice,
-        "input_format": row.input_format,
-        "output_format": row.output_format,
-        "options": row.options.0,
-        "progress": {
-            "segments_done": row.segments_done,
-            "segments_total": row.segments_total,
-        },
-        "audio_seconds": row.audio_seconds,
-        "created_at": row.created_at,
-        "started_at": row.started_at,
-        "finished_at": row.finished_at,
-        "error": error,
-        "artifacts": artifacts.iter().map(|a| serde_json::json!({
-            "kind": a.kind,
-            "name": a.name,
-            "bytes": a.bytes,
-            "content_type": a.content_type,
-            "url": artifact_url(row.id, a),
-        })).collect::<Vec<_>>(),
-    })
+/// A job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Job {
+    id: Uuid,
+    #[schema(schema_with = openapi::job_status)]
+    status: String,
+    #[schema(schema_with = openapi::priority)]
+    priority: String,
+    voice: String,
+    #[schema(schema_with = openapi::upload_input_format)]
+    input_format: String,
+    #[schema(schema_with = openapi::output_format)]
+    output_format: String,
+    #[schema(value_type = JobOptionsSchema)]
+    options: JobOptions,
+    progress: Progress,
+    /// Length of the finished audio.
+    audio_seconds: Option<f64>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    /// Why the job failed.
+    error: Option<JobError>,
+    /// The files of a succeeded job.
+    artifacts: Vec<Artifact>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    segments_done: i32,
+    segments_total: i32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobError {
+    code: String,
+    message: Option<String>,
+}
+
+/// One file of a finished job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Artifact {
+    #[schema(schema_with = openapi::artifact_kind)]
+    kind: String,
+    /// Unique within the job; chapter files are under `chapters/`.
+    name: String,
+    bytes: i64,
+    content_type: String,
+    /// Where to download it: `/v1/jobs/{id}/artifacts/{name}`.
+    url: String,
+}
+
+fn view(row: &JobRow, artifacts: &[ArtifactRow]) -> Job {
+    Job {
+        id: row.id,
+        status: row.status.clone(),
+        priority: row.priority.clone(),
+        voice: row.voice.clone(),
+        input_format: row.input_format.clone(),
+        output_format: row.output_format.clone(),
+        options: row.options.0.clone(),
+        progress: Progress {
+            segments_done: row.segments_done,
+            segments_total: row.segments_total,
+        },
+        audio_seconds: row.audio_seconds,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+        error: row.error_code.clone().map(|code| JobError {
+            code,
+            message: row.error_message.clone(),
+        }),
+        artifacts: artifacts
+            .iter()
+            .map(|a| Artifact {
+                kind: a.kind.clone(),
+                name: a.name.clone(),
+                bytes: a.bytes,
+                content_type: a.content_type.clone(),
+                url: artifact_url(row.id, a),
+            })
+            .collect(),
+    }
+}
+
+/// A job
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(openapi::JobId),
+    responses(
+        (status = 200, description = "the job", body = Job),
+        (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job for this tenant", body = ErrorBody),
+        (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let id = parse_id(&id)?;
     let row = repo::get(&state.pool, caller.tenant_id, id)
         .await?
@@ -432,12 +593,26 @@ pub async fn get(
     Ok(Json(view(&row, &artifacts)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only jobs with this status.
+    #[param(schema_with = openapi::job_status)]
     status: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Jobs per page.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
 }
 
 fn encode_cursor(row: &JobRow) -> String {
@@ -452,11 +627,25 @@ fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     ))
 }
 
+/// List jobs, newest first
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "a page of jobs; artifacts are listed for succeeded jobs", body = JobList),
+        (status = 400, description = "`invalid_query`: unknown status or parameter, limit outside 1–100, malformed cursor", body = ErrorBody),
+        (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if let Some(status) = &query.status {
         if voxproof_scheduler::model::JobStatus::parse(status).is_none() {
@@ -499,18 +688,40 @@ pub async fn list(
         };
         jobs.push(view(row, &artifacts));
     }
-    Ok(Json(serde_json::json!({
-        "jobs": jobs,
-        "next_cursor": if more { page.last().map(encode_cursor) } else { None },
-    })))
+    Ok(Json(JobList {
+        jobs,
+        next_cursor: if more {
+            page.last().map(encode_cursor)
+        } else {
+            None
+        },
+    }))
 }
 
+/// Cancel a queued or running job
+///
+/// Admin keys may cancel any job of their tenant; member keys only the jobs they created.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(openapi::JobId),
+    responses(
+        (status = 200, description = "cancelled: the job, now `cancelled`", body = Job),
+        (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a member key may cancel only the jobs it created", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job for this tenant", body = ErrorBody),
+        (status = 409, description = "`job_finished`: the job has already finished", body = ErrorBody),
+        (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Caller(caller): Caller,
     RequestId(request_id): RequestId,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let id = parse_id(&id)?;
     if caller.role != Role::Admin {
         let owner: Option<Option<Uuid>> =
@@ -550,6 +761,26 @@ pub async fn cancel(
     }
 }
 
+/// The finished audio
+///
+/// A 302 to a short-lived presigned URL where storage has them (S3), else the bytes.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/result",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(openapi::JobId),
+    responses(
+        (status = 200, description = "the audio bytes (local storage)", content_type = "application/octet-stream",
+            headers(("content-disposition" = String, description = "attachment; filename=\"{id}-{name}\""))),
+        (status = 302, description = "a presigned storage URL",
+            headers(("location" = String, description = "the presigned URL"))),
+        (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job for this tenant, or it has no audio", body = ErrorBody),
+        (status = 409, description = "`job_not_finished`: the job has not succeeded", body = ErrorBody),
+        (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
+    )
+)]
 pub async fn result(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -565,6 +796,29 @@ pub async fn result(
     download(&state, &caller, &row, &audio, &request_id).await
 }
 
+/// One file of a finished job
+///
+/// A 302 to a short-lived presigned URL where storage has them (S3), else the bytes.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/artifacts/{name}",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(
+        openapi::JobId,
+        ("name" = String, Path, description = "the artifact's `name` in the job (it may contain `/`)"),
+    ),
+    responses(
+        (status = 200, description = "the bytes (local storage), with the artifact's content type", content_type = "application/octet-stream",
+            headers(("content-disposition" = String, description = "attachment; filename=\"{id}-{name}\""))),
+        (status = 302, description = "a presigned storage URL",
+            headers(("location" = String, description = "the presigned URL"))),
+        (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such job for this tenant, or no such artifact", body = ErrorBody),
+        (status = 409, description = "`job_not_finished`: the job has not succeeded", body = ErrorBody),
+        (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
+    )
+)]
 pub async fn artifact(
     State(state): State<AppState>,
     Caller(caller): Caller,

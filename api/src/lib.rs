@@ -15,13 +15,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use sqlx::PgPool;
+use utoipa::ToSchema;
 use voxproof_scheduler::keys::{self, Principal};
 use voxproof_scheduler::queue::Queue;
 use voxproof_scheduler::Config;
 use voxproof_storage::Storage;
 
 pub use error::ApiError;
+use error::ErrorBody;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::docs))
+        .route("/docs/assets/{version}/{file}", get(openapi::asset))
         .route("/v1/voices", get(voices))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
@@ -120,58 +124,119 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    #[schema(schema_with = openapi::health_status)]
+    status: &'static str,
 }
 
-/// Ready when Postgres, Redis and storage all answer.
-async fn readyz(State(state): State<AppState>) -> Response {
-    let database = sqlx::query("SELECT 1").execute(&state.pool).await.err();
-    let queue = state.queue.ping().await.err();
-    let storage = state.storage.check().await.err();
-    let check = |e: Option<String>| match e {
-        None => serde_json::json!({ "ok": true }),
-        Some(message) => serde_json::json!({ "ok": false, "error": message }),
-    };
-    let ready = database.is_none() && queue.is_none() && storage.is_none();
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "database": check(database.map(|e| e.to_string())),
-            "queue": check(queue.map(|e| e.to_string())),
-            "storage": check(storage.map(|e| e.to_string())),
+/// Liveness
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "alive", body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    #[schema(schema_with = openapi::readiness_status)]
+    status: &'static str,
+    checks: Checks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Checks {
+    database: Check,
+    queue: Check,
+    storage: Check,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Check {
+    ok: bool,
+    /// Why the dependency does not answer; absent when `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl Check {
+    fn of<E: std::fmt::Display>(result: Result<impl Sized, E>) -> Self {
+        let error = result.err().map(|e| e.to_string());
+        Check {
+            ok: error.is_none(),
+            error,
         }
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    }
 }
 
-/// What the deployment renders: the voices its API and workers registered.
-async fn voices(
-    State(state): State<AppState>,
-    _: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let voices: Vec<_> = voxproof_scheduler::voices::list(&state.pool)
+/// Readiness (Postgres, Redis, storage)
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "ready: Postgres, Redis and storage all answer", body = Readiness),
+        (status = 503, description = "not ready: the checks say which dependency does not answer", body = Readiness),
+    ))]
+async fn readyz(State(state): State<AppState>) -> Response {
+    let checks = Checks {
+        database: Check::of(sqlx::query("SELECT 1").execute(&state.pool).await),
+        queue: Check::of(state.queue.ping().await),
+        storage: Check::of(state.storage.check().await),
+    };
+    let ready = checks.database.ok && checks.queue.ok && checks.storage.ok;
+    let (status, code) = if ready {
+        ("ready", StatusCode::OK)
+    } else {
+        ("not_ready", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    (code, Json(Readiness { status, checks })).into_response()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct VoiceList {
+    voices: Vec<Voice>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Voice {
+    /// What a job's `voice` names.
+    name: String,
+    language: String,
+    quality: Option<String>,
+    sample_rate: i32,
+    /// Speaker names in id order; empty for a single-speaker voice.
+    speakers: Vec<String>,
+    /// SHA-256 of the model file: a changed model shows as a new digest.
+    model_sha256: String,
+    updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Voices the deployment can render
+///
+/// The voices its API and workers registered at start.
+#[utoipa::path(get, path = "/v1/voices", tag = "voices",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "voices", body = VoiceList),
+        (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
+    ))]
+async fn voices(State(state): State<AppState>, _: Caller) -> Result<Json<VoiceList>, ApiError> {
+    let voices = voxproof_scheduler::voices::list(&state.pool)
         .await?
         .into_iter()
         .map(|row| {
             let v = row.voice;
-            serde_json::json!({
-                "name": v.name,
-                "language": v.language,
-                "quality": v.quality,
-                "sample_rate": v.sample_rate,
-                "speakers": v.speakers.0,
-                "model_sha256": v.model_sha256,
-                "updated_at": row.updated_at,
-            })
+            Voice {
+                name: v.name,
+                language: v.language,
+                quality: v.quality,
+                sample_rate: v.sample_rate,
+                speakers: v.speakers.0,
+                model_sha256: v.model_sha256,
+                updated_at: row.updated_at,
+            }
         })
         .collect();
-    Ok(Json(serde_json::json!({ "voices": voices })))
+    Ok(Json(VoiceList { voices }))
 }
 
 /// Binds and serves until `shutdown` resolves; in-flight requests finish.

@@ -102,7 +102,12 @@ async fn api_state(config: &Config) -> Result<voxproof_api::AppState> {
     ));
     let voices = voxproof_jobs::register_local_voices(&pool).await?;
     tracing::info!(voices, "voices registered");
+    let provenance = Arc::new(voxproof_jobs::load_provenance(config).await?);
     Ok(voxproof_api::AppState {
+        verifier: Arc::new(voxproof_api::Verifier::new(
+            provenance,
+            config.provenance.verify_per_minute,
+        )),
         keys: keys::KeyCache::new(std::time::Duration::from_secs(5)),
         config: Arc::new(config.clone()),
         pool,

@@ -402,7 +402,13 @@ fn the_openapi_document_describes_every_route_and_docs_work_offline() {
         // here until it is described.
         let routes = registered_routes();
         assert!(routes.len() >= 11, "{routes:?}");
-        let public = ["/healthz", "/readyz", "/openapi.json", "/docs"];
+        let public = [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/docs",
+            "/v1/verify",
+        ];
         for (path, methods) in &routes {
             let item = &doc["paths"][path.as_str()];
             assert!(item.is_object(), "{path} is not in /openapi.json");
@@ -616,4 +622,198 @@ fn registered_routes() -> Vec<(String, Vec<String>)> {
             (path.replace("{*", "{"), methods)
         })
         .collect()
+}
+
+/// Sends `bytes` named `name` to the public verify endpoint (no API key), with an optional
+/// sidecar manifest.
+async fn verify(
+    api: &support::Api,
+    name: &str,
+    bytes: Vec<u8>,
+    sidecar: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let mut form = ::reqwest::multipart::Form::new().part(
+        "file",
+        ::reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+    );
+    if let Some(manifest) = sidecar {
+        form = form.part("manifest", ::reqwest::multipart::Part::bytes(manifest));
+    }
+    let response = api
+        .http
+        .post(format!("{}/v1/verify", api.base))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[test]
+fn job_outputs_are_marked_signed_and_traced_by_the_public_verifier() {
+    // The deployment's own credentials and key, as an operator would configure them.
+    let secrets = tempfile::tempdir().unwrap();
+    let keys = secrets.path().join("keys");
+    let made = Command::new(support::BIN)
+        .args([
+            "keys",
+            "init-ca",
+            "--organization",
+            "Acme Audiobooks",
+            "--dir",
+        ])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let platform = Platform::start_with(Options {
+        env: vec![
+            ("VOXPROOF_SIGNING_KEYS".into(), keys.display().to_string()),
+            (
+                "VOXPROOF_WATERMARK_KEY".into(),
+                "00112233445566778899aabbccddeeff0123456789abcdef".into(),
+            ),
+            (
+                "VOXPROOF_PROVENANCE_DIR".into(),
+                secrets.path().join("local").display().to_string(),
+            ),
+            ("VOXPROOF_VERIFY_PER_MINUTE".into(), "6".into()),
+        ],
+        ..Options::default()
+    });
+    let api = platform.client("acme");
+    let dir = tempfile::tempdir().unwrap();
+    support::runtime().block_on(async {
+        // About 40 s of speech in two chapters, as MP3 with a file per chapter.
+        let text = format!(
+            "# Departure\n\n{}\n\n# Arrival\n\n{}",
+            support::numbered_sentences(0..14),
+            support::numbered_sentences(14..20)
+        );
+        let id = api
+            .submit(&json!({
+                "voice": support::VOICE, "text": text, "input_format": "markdown",
+                "output_format": "mp3", "options": { "per_chapter": true }
+            }))
+            .await;
+        let job = api.finished(&id, Duration::from_secs(180)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert!(job["audio_seconds"].as_f64().unwrap() > 30.0, "{job}");
+
+        let (status, audio) = api.download(&format!("/v1/jobs/{id}/result")).await;
+        assert_eq!(status, 200);
+        let book = dir.path().join("book.mp3");
+        std::fs::write(&book, &audio).unwrap();
+
+        // Authentic, traced to this job and tenant, signed by the configured CA.
+        let (status, verdict) = verify(&api, "book.mp3", audio.clone(), None).await;
+        assert_eq!(status, 200, "{verdict}");
+        assert_eq!(verdict["verdict"], "authentic", "{verdict:#}");
+        assert_eq!(verdict["c2pa"]["state"], "trusted");
+        assert_eq!(verdict["record"]["job_id"], id.as_str());
+        let tenant = platform.sql("SELECT tenant_id FROM jobs LIMIT 1");
+        assert_eq!(verdict["record"]["tenant"], tenant.as_str());
+        let stored = platform.sql(&format!(
+            "SELECT record_id || ' ' || watermark FROM provenance_records WHERE job_id = '{id}'"
+        ));
+        let (record_id, watermark) = stored.split_once(' ').unwrap();
+        assert_eq!(verdict["record"]["record_id"].to_string(), record_id);
+        assert_eq!(verdict["watermark"]["payload"], watermark);
+        let independent = support::c2pa_python(&book, &keys.join("root.pem"), None);
+        assert_eq!(independent["state"], "Trusted", "{independent:#}");
+        assert!(independent["failures"].as_array().unwrap().is_empty());
+
+        // Every chapter file is signed for the same record.
+        let chapters: Vec<String> = job["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "chapter_audio")
+            .map(|a| a["name"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(chapters.len(), 2, "{job}");
+        for name in &chapters {
+            let (status, bytes) = api
+                .download(&format!("/v1/jobs/{id}/artifacts/{name}"))
+                .await;
+            assert_eq!(status, 200);
+            let path = dir.path().join("chapter.mp3");
+            std::fs::write(&path, bytes).unwrap();
+            let independent = support::c2pa_python(&path, &keys.join("root.pem"), None);
+            assert_eq!(independent["state"], "Trusted", "{name}: {independent:#}");
+            assert_eq!(independent["voxproof"]["job_id"], id.as_str());
+        }
+
+        // The manifest stripped by a remux: the watermark leads back to the job's record.
+        let stripped = dir.path().join("stripped.mp3");
+        let remux = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-i"])
+            .arg(&book)
+            .args(["-map_metadata", "-1", "-c", "copy"])
+            .arg(&stripped)
+            .status()
+            .unwrap();
+        assert!(remux.success());
+        let (status, verdict) = verify(
+            &api,
+            "stripped.mp3",
+            std::fs::read(&stripped).unwrap(),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(verdict["verdict"], "stripped", "{verdict:#}");
+        assert_eq!(verdict["c2pa"]["state"], "absent");
+        assert_eq!(verdict["record"]["job_id"], id.as_str());
+
+        // Bad requests: not audio, no file part.
+        let (status, answer) = verify(&api, "notes.wav", b"plain text".to_vec(), None).await;
+        assert_eq!(status, 422, "{answer}");
+        assert_eq!(answer["error"]["code"], "unsupported_media");
+        let (status, answer) = verify(&api, "notes.txt", b"plain text".to_vec(), None).await;
+        assert_eq!(status, 422, "{answer}");
+        let empty = api
+            .http
+            .post(format!("{}/v1/verify", api.base))
+            .multipart(::reqwest::multipart::Form::new().text("other", "x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(empty.status(), 400);
+
+        // Opus: the manifest is a sidecar artifact, and the verifier accepts it beside the audio.
+        let id = api
+            .submit(&json!({
+                "voice": support::VOICE, "text": "A short note for the record.",
+                "output_format": "opus"
+            }))
+            .await;
+        let job = api.finished(&id, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let manifest = job["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["kind"] == "manifest")
+            .unwrap_or_else(|| panic!("no manifest artifact: {job}"));
+        assert_eq!(manifest["name"], "audio.opus.c2pa");
+        let (_, opus) = api.download(&format!("/v1/jobs/{id}/result")).await;
+        let (_, sidecar) = api
+            .download(&format!("/v1/jobs/{id}/artifacts/audio.opus.c2pa"))
+            .await;
+        let (status, verdict) = verify(&api, "note.opus", opus, Some(sidecar)).await;
+        assert_eq!(status, 200);
+        assert_eq!(verdict["verdict"], "authentic", "{verdict:#}");
+        assert_eq!(verdict["record"]["job_id"], id.as_str());
+
+        // Six verifications a minute from one address were allowed; the seventh is refused.
+        let (status, answer) = verify(&api, "book.mp3", audio, None).await;
+        assert_eq!(status, 429, "{answer}");
+        assert_eq!(answer["error"]["code"], "rate_limited");
+    });
 }

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
+use support::c2pa_python;
+
+mod support;
 
 const VOICE: &str = "en_US-joe-medium";
 
@@ -127,30 +130,6 @@ fn run_tool(program: &str, args: &[&str], files: &[&Path]) {
         "{program} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// c2pa-python's view of a file (installed by scripts/setup in the cache's checkers venv).
-fn c2pa_python(file: &Path, anchor: &Path, sidecar: Option<&Path>) -> Value {
-    let cache = std::env::var_os("VOXPROOF_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/voxproof"));
-    let python = cache.join("checkers/bin/python");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/c2pa_check.py");
-    let mut cmd = Command::new(&python);
-    cmd.arg(script).arg(file).arg(anchor);
-    if let Some(sidecar) = sidecar {
-        cmd.arg(sidecar);
-    }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{} (run scripts/setup): {e}", python.display()));
-    assert!(
-        out.status.success(),
-        "c2pa-python failed on {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Where the samples of a RIFF/WAVE file start, found by walking its chunks.

@@ -5,6 +5,7 @@
 mod error;
 mod jobs;
 mod openapi;
+mod verify;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use voxproof_storage::Storage;
 
 pub use error::ApiError;
 use error::ErrorBody;
+pub use verify::Verifier;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -35,6 +37,8 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     /// Recently checked API keys (a few seconds), so requests do not each query the database.
     pub keys: keys::KeyCache,
+    /// `POST /v1/verify`: the deployment's provenance material and the endpoint's limits.
+    pub verifier: Arc<Verifier>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -63,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/result", get(jobs::result))
         .route("/v1/jobs/{id}/artifacts/{*name}", get(jobs::artifact))
+        .route("/v1/verify", post(verify::verify))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(request_id))
@@ -249,7 +254,9 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     tracing::info!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(state))
+    // Client addresses are needed by the verify endpoint's per-address rate limit.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -14,7 +14,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use voxproof_scheduler::model::OUTPUT_FORMATS;
 
-use crate::{jobs, ApiError};
+use crate::{jobs, verify, ApiError};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,11 +32,13 @@ use crate::{jobs, ApiError};
         jobs::cancel,
         jobs::result,
         jobs::artifact,
+        verify::verify,
     ),
     modifiers(&BearerScheme),
     tags(
         (name = "jobs", description = "Submit, follow, cancel and download jobs"),
         (name = "voices", description = "What the deployment can render"),
+        (name = "provenance", description = "Check where an audio file came from, without an API key"),
         (name = "health", description = "Probes, without an API key"),
         (name = "docs", description = "This description and its viewer, without an API key"),
     )
@@ -269,8 +271,9 @@ pub(crate) fn job_status() -> Object {
 
 pub(crate) fn artifact_kind() -> Object {
     one_of(
-        &["audio", "subtitles", "marks", "chapter_audio"],
-        "The whole audio, WebVTT subtitles, JSON timestamps, or one chapter's audio.",
+        &["audio", "subtitles", "marks", "chapter_audio", "manifest"],
+        "The whole audio, WebVTT subtitles, JSON timestamps, one chapter's audio, or the C2PA \
+         manifest of an Opus file (`.c2pa`, which Ogg cannot embed).",
     )
 }
 

@@ -24,6 +24,40 @@ pub struct Config {
     pub worker: WorkerSettings,
     /// How long a presigned result URL stays valid.
     pub presign_seconds: u64,
+    pub provenance: ProvenanceConfig,
+}
+
+/// Watermark key, signing credentials and trust anchors. Unset, a machine uses development
+/// material kept in `local_dir` (fine for one machine; every worker of a deployment must
+/// share the key and credentials, so set them there).
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvenanceConfig {
+    /// Hex, at least 16 bytes. Secret.
+    pub watermark_key: Option<String>,
+    /// A directory made by `voxproof keys init-ca`.
+    pub signing_keys: Option<PathBuf>,
+    /// Extra PEM files of trusted roots for verification.
+    pub trust_anchors: Vec<PathBuf>,
+    /// Where development material lives (default `<cache>/provenance`).
+    pub local_dir: Option<PathBuf>,
+    /// Verifications (`POST /v1/verify`) one client address may start per minute.
+    pub verify_per_minute: u32,
+}
+
+impl std::fmt::Debug for ProvenanceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProvenanceConfig")
+            .field(
+                "watermark_key",
+                &self.watermark_key.as_ref().map(|_| "[set]"),
+            )
+            .field("signing_keys", &self.signing_keys)
+            .field("trust_anchors", &self.trust_anchors)
+            .field("local_dir", &self.local_dir)
+            .field("verify_per_minute", &self.verify_per_minute)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -64,6 +98,10 @@ impl Default for Config {
             limits: Limits::default(),
             worker: WorkerSettings::default(),
             presign_seconds: 300,
+            provenance: ProvenanceConfig {
+                verify_per_minute: 30,
+                ..ProvenanceConfig::default()
+            },
         }
     }
 }
@@ -171,6 +209,21 @@ impl Config {
             self.worker.queue_retention_seconds =
                 parse_env("VOXPROOF_QUEUE_RETENTION_SECONDS", &v)?;
         }
+        if let Some(v) = get("VOXPROOF_WATERMARK_KEY") {
+            self.provenance.watermark_key = Some(v);
+        }
+        if let Some(v) = get("VOXPROOF_SIGNING_KEYS") {
+            self.provenance.signing_keys = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("VOXPROOF_TRUST_ANCHORS") {
+            self.provenance.trust_anchors = std::env::split_paths(&v).collect();
+        }
+        if let Some(v) = get("VOXPROOF_PROVENANCE_DIR") {
+            self.provenance.local_dir = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("VOXPROOF_VERIFY_PER_MINUTE") {
+            self.provenance.verify_per_minute = parse_env("VOXPROOF_VERIFY_PER_MINUTE", &v)?;
+        }
         if let Some(v) = get("VOXPROOF_MAX_ATTEMPTS") {
             self.worker.max_attempts = parse_env("VOXPROOF_MAX_ATTEMPTS", &v)?;
         }
@@ -229,6 +282,8 @@ impl std::fmt::Debug for Config {
             .field("queue_namespace", &self.queue_namespace)
             .field("limits", &self.limits)
             .field("worker", &self.worker)
+            .field("presign_seconds", &self.presign_seconds)
+            .field("provenance", &self.provenance)
             .finish()
     }
 }

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod keys;
 pub mod model;
 pub mod plan;
+pub mod provenance;
 pub mod queue;
 pub mod voices;
 

@@ -492,3 +492,29 @@ pub fn numbered_sentences(range: std::ops::Range<usize>) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// c2pa-python's view of a file (installed by scripts/setup in the cache's checkers venv).
+pub fn c2pa_python(file: &Path, anchor: &Path, sidecar: Option<&Path>) -> Value {
+    let cache = std::env::var_os("VOXPROOF_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/voxproof")
+        });
+    let python = cache.join("checkers/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/c2pa_check.py");
+    let mut cmd = Command::new(&python);
+    cmd.arg(script).arg(file).arg(anchor);
+    if let Some(sidecar) = sidecar {
+        cmd.arg(sidecar);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{} (run scripts/setup): {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "c2pa-python failed on {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -7,14 +7,14 @@
 //! whole encode later. It runs beside the queue handlers: waiting for segments must not
 //! hold a queue permit or a model slot that rendering needs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
 use voxproof_scheduler::jobs::{self, AssemblyClaim, NewArtifact};
 use voxproof_scheduler::model::JobRow;
-use voxproof_synth::{OutputPaths, SynthSettings, Writer};
+use voxproof_synth::{OutputPaths, SynthSettings, Watermarking, Writer};
 use voxproof_text::Item;
 
 use crate::{blob, Shared};
@@ -148,7 +148,19 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
         chapters_dir: options.per_chapter.then(|| scratch.path().join("chapters")),
     };
     let format = voxproof_synth::check_outputs(&outputs)?;
-    let synth_settings = SynthSettings::default();
+    let record = voxproof_scheduler::provenance::record_for_job(
+        &shared.pool,
+        job,
+        &shared.provenance.watermark_key,
+    )
+    .await?;
+    let synth_settings = SynthSettings {
+        watermark: Some(Watermarking {
+            key: shared.provenance.watermark_key.clone().into(),
+            payload: record.watermark,
+        }),
+        ..SynthSettings::default()
+    };
 
     // The writer is blocking work (mastering, encoding): it runs on its own thread and is
     // fed one segment at a time through a small channel.
@@ -194,8 +206,29 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
     let written = writer.await??;
     fed?;
 
+    // Sign every audio file (the main file and the chapter files) before anything is uploaded.
+    let audio_files: Vec<PathBuf> = written
+        .files
+        .iter()
+        .filter(|path| describe(path, &outputs, ext).0.ends_with("audio"))
+        .cloned()
+        .collect();
+    let provenance = shared.provenance.clone();
+    let sidecars = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PathBuf>> {
+        let mut sidecars = Vec::new();
+        for path in &audio_files {
+            voxproof_provenance::sign_file(&provenance.signer, path, &record)?;
+            let sidecar = voxproof_provenance::sidecar_path(path);
+            if sidecar.is_file() {
+                sidecars.push(sidecar);
+            }
+        }
+        Ok(sidecars)
+    })
+    .await??;
+
     let mut artifacts = Vec::new();
-    for path in &written.files {
+    for path in written.files.iter().chain(&sidecars) {
         let (kind, content_type, name) = describe(path, &outputs, ext);
         let key = format!("jobs/{}/{}", job.id, name);
         let bytes = shared.storage.put_file(&key, path, content_type).await?;
@@ -217,7 +250,15 @@ fn describe(path: &Path, outputs: &OutputPaths, ext: &str) -> (&'static str, &'s
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let audio_type = audio_content_type(ext);
-    if Some(path) == outputs.subtitles.as_deref() {
+    if path.extension().is_some_and(|e| e == "c2pa") {
+        let name = match path.parent() {
+            Some(dir) if Some(dir) == outputs.chapters_dir.as_deref() => {
+                format!("chapters/{file_name}")
+            }
+            _ => file_name,
+        };
+        ("manifest", "application/c2pa", name)
+    } else if Some(path) == outputs.subtitles.as_deref() {
         ("subtitles", "text/vtt", file_name)
     } else if Some(path) == outputs.marks.as_deref() {
         ("marks", "application/json", file_name)

@@ -42,6 +42,8 @@ pub struct Shared {
     pub queue: Queue,
     pub storage: Arc<dyn Storage>,
     pub slots: Slots,
+    /// The watermark key and signer every assembled file is marked and signed with.
+    pub provenance: Arc<voxproof_provenance::Provenance>,
     /// This process's name in leases and queue registrations.
     pub name: String,
     options: WorkerOptions,
@@ -89,6 +91,24 @@ impl Shared {
         engines.insert(job.voice.clone(), engine.clone());
         Ok(engine)
     }
+}
+
+/// Loads the watermark key and signing credentials; development material is named loudly,
+/// since every worker of a deployment must share the real ones.
+pub async fn load_provenance(config: &Config) -> anyhow::Result<voxproof_provenance::Provenance> {
+    let settings =
+        config.provenance_settings(voxproof_voice::paths::cache_dir().join("provenance"));
+    let provenance = tokio::task::spawn_blocking(move || settings.load())
+        .await?
+        .map_err(|e| anyhow::anyhow!("provenance: {e}"))?;
+    if provenance.development_keys || provenance.development_watermark_key {
+        tracing::warn!(
+            "using development provenance material from this machine's cache; set \
+             VOXPROOF_WATERMARK_KEY and VOXPROOF_SIGNING_KEYS (voxproof keys init-ca) so that \
+             every process of the deployment marks and signs alike"
+        );
+    }
+    Ok(provenance)
 }
 
 /// Records this host's voices in Postgres, so the API can list what the deployment renders.
@@ -172,9 +192,11 @@ pub async fn run(
     let pool = voxproof_scheduler::db::connect(&config.database_url, 8).await?;
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
     let storage = open_storage(&config).await?;
+    let provenance = Arc::new(load_provenance(&config).await?);
     let name = process_name();
     let shared = Arc::new(Shared {
         slots: Slots::new(options.concurrency),
+        provenance,
         config,
         pool,
         queue,

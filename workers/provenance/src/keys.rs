@@ -217,24 +217,35 @@ fn write_public(path: &Path, pem: &str) -> Result<(), ProvenanceError> {
     write_atomically(path, pem, false)
 }
 
-/// Development credentials for `voxproof synth` on a machine without configured keys:
-/// created on first use under `dir`, and named as development keys in every certificate.
+/// Development credentials for a machine without configured keys: created on first use in
+/// `dir`, and named as development keys in every certificate. Processes starting together
+/// agree on one set: each builds a set in a directory of its own and the first to rename it
+/// into place wins.
 pub fn dev_keys(dir: &Path) -> Result<KeyFiles, ProvenanceError> {
     let files = KeyFiles::at(dir);
     if files.complete() {
         return Ok(files);
     }
-    // A set interrupted before its root was written is incomplete: start it over.
-    for stale in [
-        ROOT_KEY,
-        INTERMEDIATE_CERT,
-        INTERMEDIATE_KEY,
-        SIGNER_CHAIN,
-        SIGNER_KEY,
-    ] {
-        let _ = fs::remove_file(dir.join(stale));
-    }
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_error(parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".dev-keys-")
+        .tempdir_in(parent)
+        .map_err(io_error(parent))?;
     let mut options = CaOptions::new("voxproof development keys (not for distribution)");
     options.signer_name = "voxproof development signer".to_string();
-    init_ca(dir, &options)
+    init_ca(staging.path(), &options)?;
+    if dir.exists() && !files.complete() {
+        // Left by an older, interrupted run: no complete set is ever removed.
+        let _ = fs::remove_dir_all(dir);
+    }
+    match fs::rename(staging.path(), dir) {
+        Ok(()) => {
+            // The directory now lives under its final name; nothing is left to clean up.
+            let _ = staging.keep();
+            Ok(files)
+        }
+        Err(_) if files.complete() => Ok(files),
+        Err(e) => Err(io_error(dir)(e)),
+    }
 }

@@ -155,7 +155,11 @@ pub fn sign_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let context = c2pa::Context::new()
-        .with_settings(json!({ "verify": { "verify_after_sign": false } }))
+        // Audio gets no thumbnail (and the feature that makes them is not built).
+        .with_settings(json!({
+            "verify": { "verify_after_sign": false },
+            "builder": { "thumbnail": { "enabled": false } }
+        }))
         .map_err(c2pa_error(path))?;
     let mut builder = c2pa::Builder::from_context(context)
         .with_definition(definition(&title, record))

@@ -775,6 +775,11 @@ fn job_outputs_are_marked_signed_and_traced_by_the_public_verifier() {
         let (status, answer) = verify(&api, "notes.wav", b"plain text".to_vec(), None).await;
         assert_eq!(status, 422, "{answer}");
         assert_eq!(answer["error"]["code"], "unsupported_media");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("the uploaded file is not audio"),
+            "{message}"
+        );
         let (status, answer) = verify(&api, "notes.txt", b"plain text".to_vec(), None).await;
         assert_eq!(status, 422, "{answer}");
         let empty = api

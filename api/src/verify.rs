@@ -174,6 +174,8 @@ pub async fn verify(
     }
 
     let provenance = verifier.provenance.clone();
+    // Messages about the upload name it as the client did, not by its scratch path.
+    let scratch_name = audio.display().to_string();
     let examination = tokio::task::spawn_blocking(move || {
         let options = VerifyOptions {
             trust_anchors: &provenance.trust_anchors,
@@ -189,7 +191,10 @@ pub async fn verify(
     .map_err(|e| match e {
         voxproof_provenance::ProvenanceError::Decode(message)
         | voxproof_provenance::ProvenanceError::UnsupportedFormat(message) => {
-            ApiError::unprocessable("unsupported_media", message)
+            ApiError::unprocessable(
+                "unsupported_media",
+                message.replace(&scratch_name, "the uploaded file"),
+            )
         }
         other => internal(other),
     })?;

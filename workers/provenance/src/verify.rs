@@ -240,15 +240,23 @@ pub fn judge(examination: Examination, stored_record: Option<ProvenanceRecord>) 
             } else if examined_seconds < MIN_MARKED_SECONDS {
                 reasons.push(format!(
                     "the audio is shorter than {MIN_MARKED_SECONDS} s, too short to carry the \
-                     watermark; the manifest alone vouches for it"
+                     watermark; the signed hash vouches for it"
                 ));
             } else {
-                reasons.push("the watermark the manifest names is not in the audio".into());
+                // The hashes match, so these are the very bytes that were marked and signed:
+                // the mark did not survive this file's own encoding well enough to be read
+                // (low-bitrate Opus), which says nothing against the file.
+                reasons.push(
+                    "the watermark the manifest names was not detected in this encoding; the \
+                     signed hash vouches for the audio"
+                        .into(),
+                );
             }
-            let short = mark.is_none() && examined_seconds < MIN_MARKED_SECONDS;
-            match (manifest.state, agrees || (short && named.is_some())) {
-                (ManifestState::Trusted, true) => Verdict::Authentic,
-                (_, false) if mark.is_some() => Verdict::Altered,
+            // Only a mark that reads as a different payload contradicts a valid manifest.
+            let contradicted = mark.is_some() && !agrees;
+            match (manifest.state, contradicted, named.is_some()) {
+                (ManifestState::Trusted, false, true) => Verdict::Authentic,
+                (_, true, _) => Verdict::Altered,
                 _ => Verdict::Unknown,
             }
         }

@@ -130,6 +130,9 @@ async fn next_parts(
     }
 }
 
+/// How long signing an assembly's files may take.
+const SIGNING_LIMIT: Duration = Duration::from_secs(120);
+
 async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtifact>, f64)> {
     let voice = voxproof_voice::Voice::find(&job.voice)?;
     let sample_rate = voice.sample_rate();
@@ -213,8 +216,9 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
         .filter(|path| describe(path, &outputs, ext).0.ends_with("audio"))
         .cloned()
         .collect();
+    tracing::info!(job_id = %job.id, files = written.files.len(), "assembly written; signing");
     let provenance = shared.provenance.clone();
-    let sidecars = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PathBuf>> {
+    let signing = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PathBuf>> {
         let mut sidecars = Vec::new();
         for path in &audio_files {
             voxproof_provenance::sign_file(&provenance.signer, path, &record)?;
@@ -224,8 +228,12 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
             }
         }
         Ok(sidecars)
-    })
-    .await??;
+    });
+    // Signing takes milliseconds; one that does not end is reported rather than waited on.
+    let sidecars = tokio::time::timeout(SIGNING_LIMIT, signing)
+        .await
+        .map_err(|_| anyhow::anyhow!("signing did not finish in {SIGNING_LIMIT:?}"))???;
+    tracing::info!(job_id = %job.id, "assembly signed; uploading");
 
     let mut artifacts = Vec::new();
     for path in written.files.iter().chain(&sidecars) {

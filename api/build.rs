@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("swagger-ui");
+    // Read when the script runs, not when it is compiled: a build script binary can be reused
+    // by another checkout that shares the target directory.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let root = Path::new(&manifest_dir).join("swagger-ui");
     let pinned_file = root.join("package.json");
     let installed_file = root.join("node_modules/swagger-ui-dist/package.json");
     println!("cargo::rerun-if-changed={}", pinned_file.display());

@@ -211,7 +211,7 @@ fn synth(args: SynthArgs) -> Result<()> {
 
     // Every output carries the watermark and a signed manifest naming this record.
     let provenance = provenance::LocalProvenance::open()?;
-    let model_sha256 = voxproof_voice::model_sha256(&voice.model_path)?;
+    let model_sha256 = voxproof_voice::model_sha256_cached(&voice.model_path)?;
     let record = provenance.new_record(&bytes, &voice.name, &model_sha256)?;
 
     let defaults = SynthSettings::default();

@@ -1,13 +1,14 @@
 //! Provenance on one machine: the watermark key, the signing credentials and the record index
 //! that `voxproof synth` uses, `voxproof keys init-ca`, and `voxproof verify`.
 //!
-//! Defaults live under `<cache>/provenance/` (or `VOXPROOF_PROVENANCE_DIR`) and are created
-//! on first use: a random watermark key, development signing credentials (named as such in
-//! their certificates) and `records.jsonl`. `VOXPROOF_WATERMARK_KEY` (hex),
-//! `VOXPROOF_SIGNING_KEYS` (a directory made by `keys init-ca`) and `VOXPROOF_TRUST_ANCHORS`
-//! (PEM files, `:`-separated) override them.
+//! The settings are the platform's (`[provenance]` in `voxproof.toml`, `VOXPROOF_WATERMARK_KEY`,
+//! `VOXPROOF_SIGNING_KEYS`, `VOXPROOF_TRUST_ANCHORS`, `VOXPROOF_PROVENANCE_DIR`); where they name
+//! nothing, development material under `<cache>/provenance/` is created on first use: a random
+//! watermark key, signing credentials named as development keys, and `records.jsonl`.
 
 use std::path::{Path, PathBuf};
+
+use voxproof_scheduler::Config;
 
 use anyhow::{bail, Result};
 use voxproof_provenance::{
@@ -15,27 +16,13 @@ use voxproof_provenance::{
     Verdict, VerifyOptions,
 };
 
-fn provenance_dir() -> PathBuf {
-    match std::env::var_os("VOXPROOF_PROVENANCE_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => voxproof_voice::paths::cache_dir().join("provenance"),
-    }
+/// The same provenance settings the platform's processes read.
+fn settings() -> Result<ProvenanceSettings> {
+    Ok(voxproof_jobs::provenance_settings(&Config::load()?))
 }
 
-/// Provenance settings from the environment, with development defaults.
-pub fn settings() -> ProvenanceSettings {
-    ProvenanceSettings {
-        watermark_key_hex: std::env::var("VOXPROOF_WATERMARK_KEY").ok(),
-        signing_keys: std::env::var_os("VOXPROOF_SIGNING_KEYS").map(PathBuf::from),
-        trust_anchors: std::env::var_os("VOXPROOF_TRUST_ANCHORS")
-            .map(|list| std::env::split_paths(&list).collect())
-            .unwrap_or_default(),
-        local_dir: provenance_dir(),
-    }
-}
-
-fn local_index() -> LocalIndex {
-    LocalIndex::at(&provenance_dir().join("records.jsonl"))
+fn local_index(settings: &ProvenanceSettings) -> LocalIndex {
+    LocalIndex::at(&settings.local_dir.join("records.jsonl"))
 }
 
 /// What `voxproof synth` marks and signs its outputs with.
@@ -46,9 +33,10 @@ pub struct LocalProvenance {
 
 impl LocalProvenance {
     pub fn open() -> Result<Self> {
+        let settings = settings()?;
         Ok(Self {
-            material: settings().load()?,
-            index: local_index(),
+            material: settings.load()?,
+            index: local_index(&settings),
         })
     }
 
@@ -111,7 +99,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
     if args.max_seconds.is_nan() || args.max_seconds <= 0.0 {
         bail!("--max-seconds must be positive");
     }
-    let mut settings = settings();
+    let mut settings = settings()?;
     settings
         .trust_anchors
         .extend(args.trust_anchors.iter().cloned());
@@ -123,7 +111,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
             watermark_key: &material.watermark_key,
             max_seconds: args.max_seconds,
         },
-        &local_index(),
+        &local_index(&settings),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);

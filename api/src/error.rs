@@ -42,6 +42,15 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
     }
 
+    /// A multipart body that could not be read: 413 past the body limit, 400 otherwise.
+    pub fn multipart(error: axum::extract::multipart::MultipartError, limit: usize) -> Self {
+        if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::too_large(format!("the request body exceeds {limit} bytes"))
+        } else {
+            Self::bad_request("invalid_multipart", error.body_text())
+        }
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -181,16 +181,7 @@ async fn read_multipart(request: Request, state: &AppState) -> Result<JobRequest
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
     let mut job = JobRequest::default();
-    let field_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!(
-                "the request body exceeds {} bytes",
-                state.config.limits.max_body_bytes
-            ))
-        } else {
-            ApiError::bad_request("invalid_multipart", e.body_text())
-        }
-    };
+    let field_error = |e| ApiError::multipart(e, state.config.limits.max_body_bytes);
     while let Some(field) = multipart.next_field().await.map_err(field_error)? {
         let name = field.name().unwrap_or("").to_string();
         let file_name = field.file_name().map(str::to_string);

@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
-use voxproof_provenance::{Provenance, Verification, VerifyOptions};
+use voxproof_provenance::{Container, Provenance, Verification, VerifyOptions};
 
 use crate::error::{ApiError, ErrorBody};
 use crate::AppState;
@@ -67,23 +68,17 @@ fn rate_limited(message: &str) -> ApiError {
     ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
 }
 
-/// The file extension the verifier reads a format from.
-fn extension_for(file_name: Option<&str>, content_type: Option<&str>) -> Option<&'static str> {
-    let by_name = file_name
-        .and_then(|n| n.rsplit_once('.'))
-        .map(|(_, ext)| ext.to_ascii_lowercase());
-    let known = ["wav", "mp3", "flac", "m4a", "m4b", "opus", "ogg"];
-    if let Some(ext) = by_name.as_deref() {
-        if let Some(found) = known.iter().find(|k| **k == ext) {
-            return Some(found);
-        }
+/// The container of an upload, from its file name or else its content type.
+fn container_of(file_name: Option<&str>, content_type: Option<&str>) -> Option<Container> {
+    if let Some(found) = file_name.and_then(|n| Container::from_path(Path::new(n)).ok()) {
+        return Some(found);
     }
     match content_type? {
-        "audio/wav" | "audio/x-wav" | "audio/wave" => Some("wav"),
-        "audio/mpeg" => Some("mp3"),
-        "audio/flac" => Some("flac"),
-        "audio/mp4" | "audio/x-m4a" => Some("m4a"),
-        "audio/ogg" | "audio/opus" => Some("opus"),
+        "audio/wav" | "audio/x-wav" | "audio/wave" => Some(Container::Wav),
+        "audio/mpeg" => Some(Container::Mp3),
+        "audio/flac" => Some(Container::Flac),
+        "audio/mp4" | "audio/x-m4a" => Some(Container::Mp4),
+        "audio/ogg" | "audio/opus" => Some(Container::Opus),
         _ => None,
     }
 }
@@ -125,13 +120,7 @@ pub async fn verify(
     let mut multipart = Multipart::from_request(request, &state)
         .await
         .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
-    let field_error = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(format!("the request body exceeds {limit} bytes"))
-        } else {
-            ApiError::bad_request("invalid_multipart", e.body_text())
-        }
-    };
+    let field_error = |e| ApiError::multipart(e, limit);
     let scratch = tempfile::tempdir().map_err(internal)?;
     let mut audio = None;
     let mut manifest = None;
@@ -139,15 +128,17 @@ pub async fn verify(
         let name = field.name().unwrap_or("").to_string();
         let path = match name.as_str() {
             "file" => {
-                let ext =
-                    extension_for(field.file_name(), field.content_type()).ok_or_else(|| {
+                let container =
+                    container_of(field.file_name(), field.content_type()).ok_or_else(|| {
                         ApiError::unprocessable(
                             "unsupported_media",
                             "name the file with its extension (.wav, .mp3, .flac, .m4a, .m4b, \
                          .opus) or send an audio content type",
                         )
                     })?;
-                scratch.path().join(format!("upload.{ext}"))
+                scratch
+                    .path()
+                    .join(format!("upload.{}", container.extension()))
             }
             "manifest" => scratch.path().join("sidecar.c2pa"),
             _ => continue,

@@ -93,11 +93,16 @@ impl Shared {
     }
 }
 
+/// Where this machine's provenance material comes from: the configuration, with development
+/// material under `<cache>/provenance` where it names none.
+pub fn provenance_settings(config: &Config) -> voxproof_provenance::ProvenanceSettings {
+    config.provenance_settings(voxproof_voice::paths::cache_dir().join("provenance"))
+}
+
 /// Loads the watermark key and signing credentials; development material is named loudly,
 /// since every worker of a deployment must share the real ones.
 pub async fn load_provenance(config: &Config) -> anyhow::Result<voxproof_provenance::Provenance> {
-    let settings =
-        config.provenance_settings(voxproof_voice::paths::cache_dir().join("provenance"));
+    let settings = provenance_settings(config);
     let provenance = tokio::task::spawn_blocking(move || settings.load())
         .await?
         .map_err(|e| anyhow::anyhow!("provenance: {e}"))?;

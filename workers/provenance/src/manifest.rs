@@ -88,6 +88,17 @@ impl Container {
         }
     }
 
+    /// The usual file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Mp3 => "mp3",
+            Self::Flac => "flac",
+            Self::Mp4 => "m4a",
+            Self::Opus => "opus",
+        }
+    }
+
     /// Whether the manifest lives in a sidecar file.
     pub fn uses_sidecar(self) -> bool {
         self == Self::Opus

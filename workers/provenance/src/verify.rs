@@ -74,16 +74,6 @@ impl RecordLookup for crate::LocalIndex {
     }
 }
 
-/// Where the record store has nothing (e.g. no index yet).
-#[derive(Debug)]
-pub struct NoRecords;
-
-impl RecordLookup for NoRecords {
-    fn find_record(&self, _: u32) -> Result<Option<ProvenanceRecord>, ProvenanceError> {
-        Ok(None)
-    }
-}
-
 /// Decodes up to `max_seconds` of any audio file ffmpeg reads into mono samples at the
 /// detection rate.
 pub fn decode_for_detection(path: &Path, max_seconds: f64) -> Result<Vec<f32>, ProvenanceError> {

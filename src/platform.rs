@@ -88,7 +88,10 @@ pub fn migrate() -> Result<()> {
     })
 }
 
-async fn api_state(config: &Config) -> Result<voxproof_api::AppState> {
+async fn api_state(
+    config: &Config,
+    provenance: Arc<voxproof_provenance::Provenance>,
+) -> Result<voxproof_api::AppState> {
     let pool = db::connect(&config.database_url, 32).await?;
     if config.migrate_on_start {
         db::migrate(&pool).await?;
@@ -102,13 +105,15 @@ async fn api_state(config: &Config) -> Result<voxproof_api::AppState> {
     ));
     let voices = voxproof_jobs::register_local_voices(&pool).await?;
     tracing::info!(voices, "voices registered");
-    let provenance = Arc::new(voxproof_jobs::load_provenance(config).await?);
     Ok(voxproof_api::AppState {
         verifier: Arc::new(voxproof_api::Verifier::new(
             provenance,
             config.provenance.verify_per_minute,
         )),
         keys: keys::KeyCache::new(std::time::Duration::from_secs(5)),
+        voices: Arc::new(voxproof_api::VoiceCache::new(
+            std::time::Duration::from_secs(5),
+        )),
         config: Arc::new(config.clone()),
         pool,
         queue,
@@ -120,7 +125,8 @@ pub fn serve() -> Result<()> {
     runtime()?.block_on(async {
         let config = Config::load()?;
         tracing::info!(?config, "starting the API");
-        let state = api_state(&config).await?;
+        let provenance = Arc::new(voxproof_jobs::load_provenance(&config).await?);
+        let state = api_state(&config, provenance).await?;
         let mut shutdown = shutdown_channel();
         voxproof_api::serve(state, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -145,7 +151,14 @@ pub fn worker(args: WorkerArgs) -> Result<()> {
     runtime()?.block_on(async {
         let config = Config::load()?;
         tracing::info!(?config, "starting a worker");
-        voxproof_jobs::run(config, worker_options(&args), shutdown_channel()).await
+        let provenance = Arc::new(voxproof_jobs::load_provenance(&config).await?);
+        voxproof_jobs::run(
+            config,
+            worker_options(&args),
+            provenance,
+            shutdown_channel(),
+        )
+        .await
     })
 }
 
@@ -155,13 +168,15 @@ pub fn dev(args: WorkerArgs) -> Result<()> {
         let mut config = Config::load()?;
         config.migrate_on_start = true;
         tracing::info!(?config, "starting API and worker in one process");
-        let state = api_state(&config).await?;
+        // Loaded once for both halves (it may create development keys, and says so).
+        let provenance = Arc::new(voxproof_jobs::load_provenance(&config).await?);
+        let state = api_state(&config, provenance.clone()).await?;
         let shutdown = shutdown_channel();
         let mut api_shutdown = shutdown.clone();
         let api = tokio::spawn(voxproof_api::serve(state, async move {
             let _ = api_shutdown.wait_for(|s| *s).await;
         }));
-        let worker = voxproof_jobs::run(config, worker_options(&args), shutdown);
+        let worker = voxproof_jobs::run(config, worker_options(&args), provenance, shutdown);
         let (api, worker) = tokio::join!(api, worker);
         api??;
         worker

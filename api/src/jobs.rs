@@ -312,14 +312,14 @@ async fn validate(
     let source_for_parse = source.clone();
     let voice_for_parse = voice_name.clone();
     let speaker = options.speaker.clone();
+    let voices = state.voices.clone();
     let parsed = tokio::task::spawn_blocking(move || {
-        let voice = voxproof_voice::Voice::find(&voice_for_parse)
-            .map_err(|e| ApiError::unprocessable("unknown_voice", e.to_string()))?;
-        let speaker_id = voice
+        let cached = voices.get(&voice_for_parse)?;
+        let speaker_id = cached
+            .voice
             .speaker_id(speaker.as_deref())
             .map_err(|e| ApiError::unprocessable("invalid_options", e.to_string()))?;
-        let digest = voxproof_voice::model_sha256_cached(&voice.model_path)
-            .map_err(|e| anyhow::anyhow!("voice model digest: {e}"))?;
+        let digest = cached.model_sha256.clone();
         let document = voxproof_text::parse(&source_for_parse, input_format)
             .map_err(|e| ApiError::unprocessable("invalid_document", e.to_string()))?;
         let script = voxproof_text::script(&document, &lexicon);
@@ -329,11 +329,12 @@ async fn validate(
                 "the document has {chars} characters; the limit is {max_chars}"
             )));
         }
-        Ok::<_, ApiError>((voice, speaker_id, digest, script))
+        Ok::<_, ApiError>((cached, speaker_id, digest, script))
     })
     .await
     .map_err(anyhow::Error::from)??;
-    let (voice, speaker_id, digest, script) = parsed;
+    let (cached, speaker_id, digest, script) = parsed;
+    let voice = &cached.voice;
     if script.sentences().next().is_none() {
         return Err(ApiError::unprocessable(
             "invalid_document",

@@ -6,6 +6,7 @@ mod error;
 mod jobs;
 mod openapi;
 mod verify;
+mod voice_cache;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use voxproof_storage::Storage;
 pub use error::ApiError;
 use error::ErrorBody;
 pub use verify::Verifier;
+pub use voice_cache::VoiceCache;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -39,6 +41,8 @@ pub struct AppState {
     pub keys: keys::KeyCache,
     /// `POST /v1/verify`: the deployment's provenance material and the endpoint's limits.
     pub verifier: Arc<Verifier>,
+    /// Voices recently read from disk (a few seconds), for job requests.
+    pub voices: Arc<VoiceCache>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -11,7 +11,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Lock id for appends (an arbitrary constant: "vxaudit" in ASCII).
@@ -88,24 +88,63 @@ fn row_hash(prev: &[u8], row: &Row<'_>) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// The `audit_pending` columns an event fills, in the order [`PendingValues`] binds them.
+pub(crate) const PENDING_COLUMNS: &str =
+    "at, request_id, actor_key_id, tenant_id, action, target, details";
+
+/// An event as its `audit_pending` row holds it.
+pub(crate) struct PendingValues {
+    pub at: DateTime<Utc>,
+    pub request_id: String,
+    pub actor_key_id: Option<Uuid>,
+    pub tenant_id: Option<Uuid>,
+    pub action: String,
+    pub target: String,
+    pub details: String,
+}
+
+impl PendingValues {
+    pub fn of(event: &AuditEvent) -> Self {
+        PendingValues {
+            // Postgres keeps microseconds: hash what will be read back.
+            at: Utc::now().trunc_subsecs(6),
+            request_id: event.request_id.clone(),
+            actor_key_id: event.actor.key_id(),
+            tenant_id: event.tenant_id,
+            action: event.action.clone(),
+            target: event.target.clone(),
+            details: event.details.to_string(),
+        }
+    }
+
+    /// Binds the values of [`PENDING_COLUMNS`], in order.
+    pub fn bind<'q, O>(
+        self,
+        query: sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.at)
+            .bind(self.request_id)
+            .bind(self.actor_key_id)
+            .bind(self.tenant_id)
+            .bind(self.action)
+            .bind(self.target)
+            .bind(self.details)
+    }
+}
+
 /// Records `event` inside the caller's transaction, so the event lands with the change it
 /// describes or not at all. It joins the hash chain when [`chain_pending`] next runs.
 pub async fn append(tx: &mut Transaction<'_, Postgres>, event: &AuditEvent) -> sqlx::Result<i64> {
-    // Postgres keeps microseconds: hash what will be read back.
-    let at = Utc::now().trunc_subsecs(6);
-    sqlx::query_scalar(
-        "INSERT INTO audit_pending (at, request_id, actor_key_id, tenant_id, action, target, details)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-    )
-    .bind(at)
-    .bind(&event.request_id)
-    .bind(event.actor.key_id())
-    .bind(event.tenant_id)
-    .bind(&event.action)
-    .bind(&event.target)
-    .bind(event.details.to_string())
-    .fetch_one(&mut **tx)
-    .await
+    let query = sqlx::query_as(AssertSqlSafe(format!(
+        "INSERT INTO audit_pending ({PENDING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+         RETURNING id"
+    )));
+    let (id,): (i64,) = PendingValues::of(event)
+        .bind(query)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(id)
 }
 
 /// Records `event` in a transaction of its own.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{AssertSqlSafe, PgPool};
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, AuditEvent};
+use crate::audit::{self, Actor, AuditEvent, PendingValues, PENDING_COLUMNS};
 use crate::model::{ArtifactRow, JobOptions, JobRow, Priority, JOB_COLUMNS};
 use crate::plan::PlannedSegment;
 
@@ -67,6 +67,17 @@ pub async fn create(
             }
         }
     };
+    let Some(key) = &job.idempotency_key else {
+        if !reserved {
+            return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
+        }
+        // One statement is one transaction: no BEGIN/COMMIT round trips.
+        let written = write_job(pool, job, segments, inline_source, request_id).await;
+        if written.is_err() {
+            give_back().await;
+        }
+        return Ok(Created::New(Box::new(written?)));
+    };
     let mut tx = match pool.begin().await {
         Ok(tx) => tx,
         Err(e) => {
@@ -74,39 +85,41 @@ pub async fn create(
             return Err(e.into());
         }
     };
-    if let Some(key) = &job.idempotency_key {
-        // Serializes concurrent requests with the same key so exactly one job is created.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2::bigint))")
-            .bind(key)
-            .bind(i64::from_le_bytes(
-                job.tenant_id.as_bytes()[..8].try_into()?,
-            ))
-            .execute(&mut *tx)
-            .await?;
-        let existing: Option<(Uuid, Option<String>)> = sqlx::query_as(
-            "SELECT id, request_sha256 FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
-        )
-        .bind(job.tenant_id)
+    // Serializes concurrent requests with the same key so exactly one job is created.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2::bigint))")
         .bind(key)
-        .fetch_optional(&mut *tx)
+        .bind(i64::from_le_bytes(
+            job.tenant_id.as_bytes()[..8].try_into()?,
+        ))
+        .execute(&mut *tx)
         .await?;
-        if let Some((id, hash)) = existing {
-            tx.rollback().await?;
-            give_back().await;
-            if hash.as_deref() != Some(job.request_sha256.as_str()) {
-                return Ok(Created::KeyReused);
-            }
-            let row = get(pool, job.tenant_id, id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("job {id} vanished"))?;
-            return Ok(Created::Existing(Box::new(row)));
+    let existing: Option<(Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT id, request_sha256 FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(job.tenant_id)
+    .bind(key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((id, hash)) = existing {
+        tx.rollback().await?;
+        give_back().await;
+        if hash.as_deref() != Some(job.request_sha256.as_str()) {
+            return Ok(Created::KeyReused);
         }
+        let row = get(pool, job.tenant_id, id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("job {id} vanished"))?;
+        return Ok(Created::Existing(Box::new(row)));
     }
     if !reserved {
         tx.rollback().await?;
         return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
     }
-    let written = write_job(tx, job, segments, inline_source, request_id).await;
+    let written = write_job(&mut *tx, job, segments, inline_source, request_id).await;
+    let written = match written {
+        Ok(row) => tx.commit().await.map(|()| row).map_err(anyhow::Error::from),
+        Err(e) => Err(e),
+    };
     if written.is_err() {
         // The job was not written: its slot goes back.
         give_back().await;
@@ -154,20 +167,58 @@ pub async fn reconcile_open_jobs(pool: &PgPool) -> sqlx::Result<u64> {
     Ok(fixed.rows_affected())
 }
 
-/// The job's rows, in the transaction `create` opened.
+/// Writes the job, its segments, its inline source and its audit event in one statement:
+/// atomic on its own, and one round trip to Postgres whatever the book's length (the
+/// segments travel as arrays). Foreign keys are checked at the end of the statement, so
+/// the segment rows may reference the job row inserted beside them.
 async fn write_job(
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    executor: impl sqlx::PgExecutor<'_>,
     job: &NewJob,
     segments: &[PlannedSegment],
     inline_source: Option<&[u8]>,
     request_id: &str,
 ) -> anyhow::Result<JobRow> {
-    let row: JobRow = sqlx::query_as(AssertSqlSafe(format!(
-        "INSERT INTO jobs (id, tenant_id, created_by_key, status, priority, voice, model_sha256,
-            input_format, output_format, options, source_key, source_sha256, source_bytes,
-            idempotency_key, request_sha256, segments_total, assembly_ready_at)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, now())
-         RETURNING {JOB_COLUMNS}"
+    let indexes: Vec<i32> = segments.iter().map(|s| s.index).collect();
+    let items: Vec<serde_json::Value> = segments
+        .iter()
+        .map(|s| serde_json::to_value(&s.items))
+        .collect::<Result<_, _>>()?;
+    let sentences: Vec<i32> = segments.iter().map(|s| s.sentences).collect();
+    let keys: Vec<String> = segments.iter().map(|s| s.content_key.clone()).collect();
+    let event = AuditEvent {
+        request_id: request_id.to_string(),
+        actor: Actor::Key(job.key_id),
+        tenant_id: Some(job.tenant_id),
+        action: "job.create".into(),
+        target: format!("job:{}", job.id),
+        details: serde_json::json!({
+            "voice": job.voice,
+            "output_format": job.output_format,
+            "priority": job.priority.as_str(),
+            "segments": segments.len(),
+            "source_sha256": job.source_sha256,
+        }),
+    };
+    let query = sqlx::query_as(AssertSqlSafe(format!(
+        "WITH job AS (
+            INSERT INTO jobs (id, tenant_id, created_by_key, status, priority, voice,
+                model_sha256, input_format, output_format, options, source_key, source_sha256,
+                source_bytes, idempotency_key, request_sha256, segments_total, assembly_ready_at)
+            VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                now())
+            RETURNING {JOB_COLUMNS}
+         ), segment_rows AS (
+            -- Counted as queued from the start: the API pushes them right after the commit,
+            -- and if that push is lost the sweeper re-pushes once they look stale.
+            INSERT INTO segments (job_id, index, items, sentences, content_key, enqueued_at)
+            SELECT $1, *, now() FROM UNNEST($16::int[], $17::jsonb[], $18::int[], $19::text[])
+         ), source_row AS (
+            INSERT INTO job_sources (job_id, body) SELECT $1, $20::bytea WHERE $20 IS NOT NULL
+         ), audit_row AS (
+            INSERT INTO audit_pending ({PENDING_COLUMNS})
+            VALUES ($21, $22, $23, $24, $25, $26, $27)
+         )
+         SELECT * FROM job"
     )))
     .bind(job.id)
     .bind(job.tenant_id)
@@ -184,67 +235,16 @@ async fn write_job(
     .bind(&job.idempotency_key)
     .bind(&job.request_sha256)
     .bind(segments.len() as i32)
-    .fetch_one(&mut *tx)
-    .await?;
-    insert_segments(&mut tx, job.id, segments).await?;
-    if let Some(body) = inline_source {
-        sqlx::query("INSERT INTO job_sources (job_id, body) VALUES ($1, $2)")
-            .bind(job.id)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?;
-    }
-    audit::append(
-        &mut tx,
-        &AuditEvent {
-            request_id: request_id.to_string(),
-            actor: Actor::Key(job.key_id),
-            tenant_id: Some(job.tenant_id),
-            action: "job.create".into(),
-            target: format!("job:{}", job.id),
-            details: serde_json::json!({
-                "voice": job.voice,
-                "output_format": job.output_format,
-                "priority": job.priority.as_str(),
-                "segments": segments.len(),
-                "source_sha256": job.source_sha256,
-            }),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(row)
-}
-
-async fn insert_segments(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    job_id: Uuid,
-    segments: &[PlannedSegment],
-) -> anyhow::Result<()> {
-    // One statement per thousand segments: a long book is a few hundred.
-    for chunk in segments.chunks(1000) {
-        let indexes: Vec<i32> = chunk.iter().map(|s| s.index).collect();
-        let items: Vec<serde_json::Value> = chunk
-            .iter()
-            .map(|s| serde_json::to_value(&s.items))
-            .collect::<Result<_, _>>()?;
-        let sentences: Vec<i32> = chunk.iter().map(|s| s.sentences).collect();
-        let keys: Vec<String> = chunk.iter().map(|s| s.content_key.clone()).collect();
-        sqlx::query(
-            // Counted as queued from the start: the API pushes them right after the commit,
-            // and if that push is lost the sweeper re-pushes once they look stale.
-            "INSERT INTO segments (job_id, index, items, sentences, content_key, enqueued_at)
-             SELECT $1, *, now() FROM UNNEST($2::int[], $3::jsonb[], $4::int[], $5::text[])",
-        )
-        .bind(job_id)
-        .bind(&indexes)
-        .bind(&items)
-        .bind(&sentences)
-        .bind(&keys)
-        .execute(&mut **tx)
+    .bind(indexes)
+    .bind(items)
+    .bind(sentences)
+    .bind(keys)
+    .bind(inline_source);
+    let row: JobRow = PendingValues::of(&event)
+        .bind(query)
+        .fetch_one(executor)
         .await?;
-    }
-    Ok(())
+    Ok(row)
 }
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> sqlx::Result<Option<JobRow>> {

@@ -174,7 +174,8 @@ impl Platform {
         while !ready(&format!("{}/readyz", platform.base)) {
             assert!(
                 started.elapsed() < Duration::from_secs(60),
-                "the API never became ready"
+                "the API never became ready\n{}",
+                process_logs(platform.name())
             );
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -228,6 +229,7 @@ impl Platform {
                 .unwrap(),
             base: self.base.clone(),
             key: self.key(tenant),
+            platform: self.name().to_string(),
         }
     }
 
@@ -282,6 +284,37 @@ fn spawn(env: &[(String, String)], args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// The last lines of each log of a platform's processes, for a failure message: CI keeps
+/// only what a test prints.
+pub fn process_logs(platform: &str) -> String {
+    const LINES: usize = 60;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{platform}-")))
+        })
+        .collect();
+    logs.sort();
+    let mut text = String::new();
+    for log in logs {
+        let content = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = content.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(LINES)..];
+        text.push_str(&format!(
+            "--- last {} lines of {}\n{}\n",
+            tail.len(),
+            log.display(),
+            tail.join("\n")
+        ));
+    }
+    text
+}
+
 fn ready(url: &str) -> bool {
     runtime().block_on(async {
         reqwest::get(url)
@@ -302,6 +335,8 @@ pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
     pub key: String,
+    /// The platform's database name, which names its process logs.
+    platform: String,
 }
 
 impl Api {
@@ -347,7 +382,8 @@ impl Api {
             }
             assert!(
                 started.elapsed() < limit,
-                "waited {limit:?}; the job is at {job}"
+                "waited {limit:?}; the job is at {job}\n{}",
+                process_logs(&self.platform)
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -210,11 +210,15 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
     fed?;
 
     // Sign every audio file (the main file and the chapter files) before anything is uploaded.
-    let audio_files: Vec<PathBuf> = written
+    let described: Vec<(PathBuf, Described)> = written
         .files
         .iter()
-        .filter(|path| describe(path, &outputs, ext).0.ends_with("audio"))
-        .cloned()
+        .map(|path| (path.clone(), describe(path, &outputs, ext)))
+        .collect();
+    let audio_files: Vec<PathBuf> = described
+        .iter()
+        .filter(|(_, d)| d.kind.ends_with("audio"))
+        .map(|(path, _)| path.clone())
         .collect();
     tracing::info!(job_id = %job.id, files = written.files.len(), "assembly written; signing");
     let provenance = shared.provenance.clone();
@@ -235,11 +239,23 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
         .map_err(|_| anyhow::anyhow!("signing did not finish in {SIGNING_LIMIT:?}"))???;
     tracing::info!(job_id = %job.id, "assembly signed; uploading");
 
+    let sidecars = sidecars.into_iter().map(|path| {
+        let d = describe(&path, &outputs, ext);
+        (path, d)
+    });
     let mut artifacts = Vec::new();
-    for path in written.files.iter().chain(&sidecars) {
-        let (kind, content_type, name) = describe(path, &outputs, ext);
+    for (
+        path,
+        Described {
+            kind,
+            content_type,
+            name,
+        },
+    ) in described.into_iter().chain(sidecars)
+    {
         let key = format!("jobs/{}/{}", job.id, name);
-        let bytes = shared.storage.put_file(&key, path, content_type).await?;
+        let bytes = shared.storage.put_file(&key, &path, content_type).await?;
+        tracing::debug!(job_id = %job.id, %key, bytes, "uploaded");
         artifacts.push(NewArtifact {
             name,
             kind,
@@ -251,19 +267,25 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
     Ok((artifacts, written.audio_seconds))
 }
 
+/// What a file the writer produced is, as an artifact.
+struct Described {
+    kind: &'static str,
+    content_type: &'static str,
+    name: String,
+}
+
 /// Kind, content type and artifact name of a file the writer produced.
-fn describe(path: &Path, outputs: &OutputPaths, ext: &str) -> (&'static str, &'static str, String) {
+fn describe(path: &Path, outputs: &OutputPaths, ext: &str) -> Described {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let audio_type = audio_content_type(ext);
-    if path.extension().is_some_and(|e| e == "c2pa") {
-        let name = match path.parent() {
-            Some(dir) if Some(dir) == outputs.chapters_dir.as_deref() => {
-                format!("chapters/{file_name}")
-            }
-            _ => file_name,
+    let in_chapters = path.parent().is_some() && path.parent() == outputs.chapters_dir.as_deref();
+    let (kind, content_type, name) = if path.extension().is_some_and(|e| e == "c2pa") {
+        let name = if in_chapters {
+            format!("chapters/{file_name}")
+        } else {
+            file_name
         };
         ("manifest", "application/c2pa", name)
     } else if Some(path) == outputs.subtitles.as_deref() {
@@ -271,9 +293,18 @@ fn describe(path: &Path, outputs: &OutputPaths, ext: &str) -> (&'static str, &'s
     } else if Some(path) == outputs.marks.as_deref() {
         ("marks", "application/json", file_name)
     } else if path == outputs.audio {
-        ("audio", audio_type, file_name)
+        ("audio", audio_content_type(ext), file_name)
     } else {
-        ("chapter_audio", audio_type, format!("chapters/{file_name}"))
+        (
+            "chapter_audio",
+            audio_content_type(ext),
+            format!("chapters/{file_name}"),
+        )
+    };
+    Described {
+        kind,
+        content_type,
+        name,
     }
 }
 

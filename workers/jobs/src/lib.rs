@@ -192,12 +192,12 @@ async fn handle(task: Task, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError
 pub async fn run(
     config: Config,
     options: WorkerOptions,
+    provenance: Arc<voxproof_provenance::Provenance>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let pool = voxproof_scheduler::db::connect(&config.database_url, 8).await?;
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
     let storage = open_storage(&config).await?;
-    let provenance = Arc::new(load_provenance(&config).await?);
     let name = process_name();
     let shared = Arc::new(Shared {
         slots: Slots::new(options.concurrency),

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -19,6 +20,12 @@ use crate::{check_key, ByteStream, Storage, StorageError};
 
 /// Parts of this size; S3 needs at least 5 MiB for all but the last.
 const PART_BYTES: usize = 8 * 1024 * 1024;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// From sending a request to the first byte of its answer.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(60);
+/// One attempt at one operation, body included (an 8 MiB part at ~30 KB/s).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Clone)]
 pub struct S3Settings {
@@ -96,7 +103,17 @@ impl S3Storage {
             // bodies as aws-chunked with a checksum trailer, which S3-compatible servers
             // (Garage among them) reject as a bad payload signature.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // The SDK waits forever for a response by default; a server that accepts a
+            // request and never answers would hold a segment or an assembly until its lease
+            // ran out. Each attempt is bounded instead, and the SDK's retries take over.
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(FIRST_BYTE_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.endpoint_url(endpoint);
         }

@@ -626,11 +626,15 @@ pub async fn claim_assembly(
     max_attempts: i32,
 ) -> anyhow::Result<AssemblyClaim> {
     let mut tx = pool.begin().await?;
+    // FOR UPDATE, not SKIP LOCKED: the job row is also locked, briefly, by every segment
+    // claim and completion. Skipping it then would drop this delivery of the assembly task
+    // although the assembly is free; waiting is short, and a row another assembler claimed
+    // meanwhile fails the lease condition when it is re-checked after the wait.
     let job: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {JOB_COLUMNS} FROM jobs
          WHERE id = $1 AND status IN ('queued', 'running') AND assembly_ready_at IS NOT NULL
            AND (assembly_lease_until IS NULL OR assembly_lease_until < now())
-         FOR UPDATE SKIP LOCKED"
+         FOR UPDATE"
     )))
     .bind(job_id)
     .fetch_optional(&mut *tx)
@@ -652,6 +656,7 @@ pub async fn claim_assembly(
     }
     sqlx::query(
         "UPDATE jobs SET assembly_worker = $2, assembly_attempts = assembly_attempts + 1,
+             assembly_claims = assembly_claims + 1,
              assembly_lease_until = now() + make_interval(secs => $3)
          WHERE id = $1",
     )
@@ -856,7 +861,7 @@ pub async fn due(pool: &PgPool, stale_seconds: f64, limit: i64) -> sqlx::Result<
     .fetch_all(pool)
     .await?;
     let assemblies: Vec<(Uuid, String, i32)> = sqlx::query_as(
-        "SELECT id, priority, assembly_attempts FROM jobs
+        "SELECT id, priority, assembly_claims FROM jobs
          WHERE status IN ('queued', 'running') AND assembly_ready_at IS NOT NULL
            AND (assembly_lease_until IS NULL OR assembly_lease_until < now())
            AND assembly_ready_at < now() - make_interval(secs => $1)

@@ -277,7 +277,7 @@ fn spawn(env: &[(String, String)], args: &[&str]) -> Child {
     Command::new(BIN)
         .args(args)
         .envs(env.iter().cloned())
-        .env("VOXPROOF_LOG", "info")
+        .env("VOXPROOF_LOG", "info,voxproof_jobs=debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

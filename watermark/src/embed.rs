@@ -42,6 +42,9 @@ const SILENCE_DBFS: f64 = -60.0;
 const MAX_STEP: f64 = 0.46;
 /// Passes of the solver that makes the measured unit values meet their targets.
 const SOLVER_PASSES: usize = 8;
+/// Rounds of shrinking a period's steps that is still over its energy budget; each round
+/// scales them to fit, so more than a few means they cannot fit (see `plan_period`).
+const LAST_RESORT_ROUNDS: usize = 8;
 
 /// The frame whose centre is slot `k`'s centre.
 fn slot_center(k: i64) -> i64 {
@@ -451,12 +454,21 @@ impl Embedder {
             }
             budget *= allowed / cost;
             if attempt == 2 {
-                // Last resort: scale the steps down until the mark fits.
+                // Last resort: scale the steps down until the mark fits. The frames at the
+                // period's start also carry the previous period's steps, which no scaling
+                // here reduces: where that spill-over alone is over the budget (a loud end
+                // followed by near silence), the period goes unmarked instead.
                 let mut cost = cost;
-                while cost > allowed {
+                for _ in 0..LAST_RESORT_ROUNDS {
+                    if cost <= allowed {
+                        break;
+                    }
                     let scale = (allowed / cost).sqrt() * 0.99;
                     steps.iter_mut().for_each(|s| *s *= scale);
                     cost = self.mark_energy(p, frames, &steps) * 0.75;
+                }
+                if cost > allowed {
+                    steps.iter_mut().for_each(|s| *s = 0.0);
                 }
             }
         }

@@ -361,3 +361,33 @@ fn embedders_and_detectors_can_move_between_threads() {
     send_and_sync::<Embedder>();
     send_and_sync::<crate::Detector>();
 }
+
+/// Every embedding ends, whatever the host: a period whose budget the previous period's
+/// spill-over alone exceeds (a loud end followed by little or nothing) once kept shrinking
+/// its own steps forever. Short books end that way: speech, a second of room tone, the end.
+#[test]
+fn embedding_always_ends() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rate = 22050;
+        for (i, tenths) in (50..=100).step_by(3).enumerate() {
+            let seconds = tenths as f64 / 10.0;
+            for variant in 0..3u64 {
+                let mut host = speech_like(rate, seconds, 500 + 7 * i as u64 + variant);
+                if variant == 2 {
+                    // Loud to the end, then near-silent room tone.
+                    scale_to_dbfs(&mut host, -12.0);
+                    let mut tone = Noise(99 + i as u64);
+                    host.extend((0..rate).map(|_| (tone.signed() * 2e-3) as f32));
+                }
+                let payload = Payload::for_record(KEY, (i as u32) << 4 | variant as u32);
+                let marked = embed(KEY, rate, payload, &host).unwrap();
+                assert_eq!(marked.len(), host.len());
+            }
+        }
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("an embedding did not end");
+}

@@ -64,6 +64,7 @@ pub async fn start(shared: &Arc<Shared>, job_id: Uuid) -> anyhow::Result<()> {
         AssemblyClaim::Skip => return Ok(()),
         AssemblyClaim::GaveUp => return Ok(()),
     };
+    tracing::info!(%job_id, attempt = job.assembly_attempts + 1, "assembly claimed");
     let task_shared = shared.clone();
     shared
         .assemblies
@@ -186,6 +187,7 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
             for part in parts {
                 anyhow::ensure!(part.index == next, "segment {next} is missing");
                 let bytes = shared.storage.get_bytes(&part.content_key).await?;
+                tracing::debug!(job_id = %job.id, index = next, bytes = bytes.len(), "segment fetched");
                 let (rate, pcm) = blob::decode(&bytes)?;
                 anyhow::ensure!(
                     rate == sample_rate && pcm.len() == part.items.len(),

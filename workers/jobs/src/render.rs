@@ -35,6 +35,7 @@ pub async fn segment(shared: &Shared, job_id: Uuid, index: i32) -> anyhow::Resul
     drop(slot);
     match outcome {
         Ok(samples) => {
+            tracing::debug!(%job_id, index, samples, "segment stored");
             let last =
                 jobs::complete_segment(&shared.pool, job_id, index, &shared.name, samples).await?;
             if last {

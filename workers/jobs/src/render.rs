@@ -109,9 +109,6 @@ fn render_items(
     items: &[Item],
     speaking: &Speaking,
 ) -> anyhow::Result<(u32, Vec<Vec<f32>>)> {
-    // One core per session while rendering, as `voxproof synth` does (measured there: about
-    // 3% faster than letting the scheduler move the sessions).
-    let _pin = voxproof_synth::CorePin::new(slot, engine.sessions());
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         out.push(match item {

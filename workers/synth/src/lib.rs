@@ -479,59 +479,6 @@ fn pin_to_core(slot: usize) {
     let _ = slot;
 }
 
-/// Keeps the calling thread on session `slot`'s core while it lives, as [`synthesize`] does
-/// for its session threads, and gives the thread back the CPUs it had when dropped: for
-/// callers that render on threads they share, such as a runtime's blocking pool.
-pub struct CorePin {
-    #[cfg(target_os = "linux")]
-    previous: Option<libc::cpu_set_t>,
-}
-
-impl CorePin {
-    /// Pins only where there is a core for every session; otherwise a no-op.
-    pub fn new(slot: usize, sessions: usize) -> CorePin {
-        #[cfg(target_os = "linux")]
-        {
-            if sessions > allowed_cores().len() {
-                return CorePin { previous: None };
-            }
-            // SAFETY: sched_getaffinity fills the zeroed set we pass with its size.
-            let previous = unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
-                    .then_some(set)
-            };
-            if previous.is_some() {
-                pin_to_core(slot);
-            }
-            CorePin { previous }
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let _ = (slot, sessions);
-            CorePin {}
-        }
-    }
-}
-
-impl std::fmt::Debug for CorePin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CorePin").finish_non_exhaustive()
-    }
-}
-
-impl Drop for CorePin {
-    fn drop(&mut self) {
-        #[cfg(target_os = "linux")]
-        if let Some(set) = &self.previous {
-            // SAFETY: the set came from sched_getaffinity and is passed with its size.
-            unsafe {
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set);
-            }
-        }
-    }
-}
-
 /// Cuts the model's leading and trailing near-silence down to a short margin and fades the
 /// edges, so the pipeline's own pauses are what the listener hears between sentences.
 fn trim_silence(samples: &[f32], sample_rate: u32) -> Vec<f32> {

@@ -11,12 +11,14 @@ use voxproof_text::Item;
 
 use crate::{blob, Shared};
 
-pub async fn segment(shared: &Shared, job_id: Uuid, index: i32) -> anyhow::Result<()> {
+/// Handles a segment message: renders the job's lowest claimable segment (see
+/// [`jobs::claim_segment`]), usually the one the message names.
+pub async fn segment(shared: &Shared, job_id: Uuid, named_index: i32) -> anyhow::Result<()> {
     let settings = &shared.config.worker;
     let claim = jobs::claim_segment(
         &shared.pool,
         job_id,
-        index,
+        named_index,
         &shared.name,
         settings.lease_seconds,
         settings.max_attempts,
@@ -26,10 +28,11 @@ pub async fn segment(shared: &Shared, job_id: Uuid, index: i32) -> anyhow::Resul
         SegmentClaim::Work(work) => work,
         SegmentClaim::Skip => return Ok(()),
         SegmentClaim::GaveUp => {
-            tracing::warn!(%job_id, index, "segment attempts exhausted: job failed");
+            tracing::warn!(%job_id, "segment attempts exhausted: job failed");
             return Ok(());
         }
     };
+    let index = work.index;
     let slot = shared.slots.acquire(work.job.priority()).await;
     let outcome = render_and_store(shared, &work, slot.index).await;
     drop(slot);

@@ -60,31 +60,47 @@ pub async fn create(
     // The slot first, before this request holds a connection in a transaction: taking a
     // second connection from inside one could starve the pool under load.
     let reserved = reserve_slot(pool, job.tenant_id, job.max_concurrent_jobs).await?;
-    let give_back = || async {
-        if reserved {
-            if let Err(e) = release_slot(pool, job.tenant_id).await {
-                tracing::warn!("could not give back a reserved job slot: {e}");
-            }
-        }
-    };
-    let Some(key) = &job.idempotency_key else {
-        if !reserved {
-            return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
-        }
+    let outcome = match &job.idempotency_key {
+        None if !reserved => Ok(Created::TooManyJobs(job.max_concurrent_jobs)),
         // One statement is one transaction: no BEGIN/COMMIT round trips.
-        let written = write_job(pool, job, segments, inline_source, request_id).await;
-        if written.is_err() {
-            give_back().await;
+        None => write_job(pool, job, segments, inline_source, request_id)
+            .await
+            .map(|row| Created::New(Box::new(row))),
+        Some(key) => {
+            create_keyed(
+                pool,
+                job,
+                key,
+                reserved,
+                segments,
+                inline_source,
+                request_id,
+            )
+            .await
         }
-        return Ok(Created::New(Box::new(written?)));
     };
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            give_back().await;
-            return Err(e.into());
+    // Only a job that was written keeps the slot; any other outcome, errors included, gives
+    // it back.
+    if reserved && !matches!(outcome, Ok(Created::New(_))) {
+        if let Err(e) = release_slot(pool, job.tenant_id).await {
+            tracing::warn!("could not give back a reserved job slot: {e}");
         }
-    };
+    }
+    outcome
+}
+
+/// [`create`] for a request with an `Idempotency-Key`: the earlier job when the key was
+/// used for this same request, a refusal when it was used for another, else a new job.
+async fn create_keyed(
+    pool: &PgPool,
+    job: &NewJob,
+    key: &str,
+    reserved: bool,
+    segments: &[PlannedSegment],
+    inline_source: Option<&[u8]>,
+    request_id: &str,
+) -> anyhow::Result<Created> {
+    let mut tx = pool.begin().await?;
     // Serializes concurrent requests with the same key so exactly one job is created.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2::bigint))")
         .bind(key)
@@ -102,7 +118,6 @@ pub async fn create(
     .await?;
     if let Some((id, hash)) = existing {
         tx.rollback().await?;
-        give_back().await;
         if hash.as_deref() != Some(job.request_sha256.as_str()) {
             return Ok(Created::KeyReused);
         }
@@ -115,16 +130,9 @@ pub async fn create(
         tx.rollback().await?;
         return Ok(Created::TooManyJobs(job.max_concurrent_jobs));
     }
-    let written = write_job(&mut *tx, job, segments, inline_source, request_id).await;
-    let written = match written {
-        Ok(row) => tx.commit().await.map(|()| row).map_err(anyhow::Error::from),
-        Err(e) => Err(e),
-    };
-    if written.is_err() {
-        // The job was not written: its slot goes back.
-        give_back().await;
-    }
-    Ok(Created::New(Box::new(written?)))
+    let row = write_job(&mut *tx, job, segments, inline_source, request_id).await?;
+    tx.commit().await?;
+    Ok(Created::New(Box::new(row)))
 }
 
 /// Takes one of the tenant's open-job slots, in a statement of its own so the counter row is
@@ -381,7 +389,7 @@ pub enum SegmentClaim {
 /// (Redis redelivery does not count attempts, and a task that kills its worker would
 /// otherwise come back forever).
 ///
-/// The message names a segment, but the claim takes the job's lowest claimable one: the
+/// A segment message names a segment, but the claim takes the job's lowest claimable one: the
 /// queue hands messages out of order (measured on a 15-page book: segments 1–9 came one
 /// every ten others), and the assembler, which needs segments in order, then waited a
 /// minute for segment 8 while 80 later ones sat finished. Messages are one per segment, so
@@ -389,7 +397,6 @@ pub enum SegmentClaim {
 pub async fn claim_segment(
     pool: &PgPool,
     job_id: Uuid,
-    _named_index: i32,
     worker: &str,
     lease_seconds: i64,
     max_attempts: i32,

@@ -176,7 +176,8 @@ pub fn process_name() -> String {
 
 async fn handle(task: Task, shared: Data<Arc<Shared>>) -> Result<(), BoxDynError> {
     let outcome = match task {
-        Task::Segment { job_id, index } => render::segment(&shared, job_id, index).await,
+        // The index only names the message (see `jobs::claim_segment`).
+        Task::Segment { job_id, .. } => render::segment(&shared, job_id).await,
         Task::Assemble { job_id } => assemble::start(&shared, job_id).await,
     };
     // Never a plain error: Redis would retry on its own schedule and ignore our cap. What

@@ -13,12 +13,11 @@ use crate::{blob, Shared};
 
 /// Handles a segment message: renders the job's lowest claimable segment (see
 /// [`jobs::claim_segment`]), usually the one the message names.
-pub async fn segment(shared: &Shared, job_id: Uuid, named_index: i32) -> anyhow::Result<()> {
+pub async fn segment(shared: &Shared, job_id: Uuid) -> anyhow::Result<()> {
     let settings = &shared.config.worker;
     let claim = jobs::claim_segment(
         &shared.pool,
         job_id,
-        named_index,
         &shared.name,
         settings.lease_seconds,
         settings.max_attempts,

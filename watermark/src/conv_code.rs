@@ -20,6 +20,49 @@ fn outputs(reg: u32) -> [bool; 3] {
     GENERATORS.map(|g| (reg & g).count_ones() % 2 == 1)
 }
 
+/// For every shift-register content, its three output bits as a number (first generator in
+/// bit 2): an index into one step's [`branch_metrics`]. A table, so the decoders' inner loops
+/// look a branch up instead of recomputing parities.
+const OUTPUT_CODES: [u8; 2 * STATES] = {
+    let mut codes = [0u8; 2 * STATES];
+    let mut reg = 0;
+    while reg < 2 * STATES {
+        let mut code = 0;
+        let mut g = 0;
+        while g < GENERATORS.len() {
+            code = (code << 1) | ((reg as u32 & GENERATORS[g]).count_ones() % 2) as u8;
+            g += 1;
+        }
+        codes[reg] = code;
+        reg += 1;
+    }
+    codes
+};
+
+/// The correlation of each of the 8 output patterns with one step's three received values
+/// (a coded one counts `+y`, a coded zero `−y`), summed in generator order.
+fn branch_metrics(received: &[f32]) -> [f32; 8] {
+    std::array::from_fn(|code| {
+        (0..GENERATORS.len())
+            .map(|g| {
+                let one = (code >> (GENERATORS.len() - 1 - g)) & 1 == 1;
+                if one {
+                    received[g]
+                } else {
+                    -received[g]
+                }
+            })
+            .sum()
+    })
+}
+
+/// Branch metrics for each of the payload's steps.
+fn step_metrics(soft: &[f32]) -> Vec<[f32; 8]> {
+    soft.chunks_exact(GENERATORS.len())
+        .map(branch_metrics)
+        .collect()
+}
+
 fn payload_bit(payload: u64, i: usize) -> u32 {
     ((payload >> (PAYLOAD_BITS - 1 - i)) & 1) as u32
 }
@@ -48,32 +91,26 @@ pub(crate) fn encode(payload: u64) -> Vec<i8> {
 /// middle copy's decisions are kept, by which point the path has forgotten its arbitrary start.
 pub(crate) fn decode(soft: &[f32]) -> u64 {
     assert_eq!(soft.len(), CODED_BITS);
-    let table: Vec<[bool; 3]> = (0..2 * STATES as u32).map(outputs).collect();
+    let branches = step_metrics(soft);
     let steps = 3 * PAYLOAD_BITS;
     let mut metric = vec![0f32; STATES];
     let mut next = vec![0f32; STATES];
     // decisions[t][state] = the oldest bit of the predecessor chosen for `state` at step t.
     let mut decisions = vec![[0u8; STATES]; steps];
     for (t, step_decisions) in decisions.iter_mut().enumerate() {
-        let received = &soft[(t % PAYLOAD_BITS) * 3..(t % PAYLOAD_BITS) * 3 + 3];
+        let branch = &branches[t % PAYLOAD_BITS];
         for (new_state, slot) in next.iter_mut().enumerate() {
+            // The two predecessors differ in their oldest bit; the later one wins only if
+            // strictly better. Written without a branch: which one wins is data, and
+            // mispredicting it cost more than the arithmetic.
             let bit = new_state >> (K - 2);
-            let mut best = f32::NEG_INFINITY;
-            for oldest in 0..2 {
-                let old_state = ((new_state << 1) & (STATES - 1)) | oldest;
-                let reg = (bit << (K - 1)) | old_state;
-                let branch: f32 = table[reg]
-                    .iter()
-                    .zip(received)
-                    .map(|(&b, &y)| if b { y } else { -y })
-                    .sum();
-                let candidate = metric[old_state] + branch;
-                if candidate > best {
-                    best = candidate;
-                    step_decisions[new_state] = oldest as u8;
-                }
-            }
-            *slot = best;
+            let old_state = (new_state << 1) & (STATES - 1);
+            let reg = (bit << (K - 1)) | old_state;
+            let zero = metric[old_state] + branch[OUTPUT_CODES[reg] as usize];
+            let one = metric[old_state | 1] + branch[OUTPUT_CODES[reg | 1] as usize];
+            let take_one = one > zero;
+            step_decisions[new_state] = u8::from(take_one);
+            *slot = if take_one { one } else { zero };
         }
         std::mem::swap(&mut metric, &mut next);
         // Keep the metrics bounded; only differences matter.
@@ -114,15 +151,10 @@ fn correlation(payload: u64, soft: &[f32]) -> f32 {
 /// runs once round the block, and the paths that return to their start are codewords.
 pub(crate) fn decode_list(soft: &[f32], size: usize) -> Vec<u64> {
     assert_eq!(soft.len(), CODED_BITS);
-    let table: Vec<[bool; 3]> = (0..2 * STATES as u32).map(outputs).collect();
+    let branches = step_metrics(soft);
     let branch = |t: usize, new_state: usize, old_state: usize| -> f32 {
         let reg = ((new_state >> (K - 2)) << (K - 1)) | old_state;
-        let received = &soft[(t % PAYLOAD_BITS) * 3..(t % PAYLOAD_BITS) * 3 + 3];
-        table[reg]
-            .iter()
-            .zip(received)
-            .map(|(&b, &y)| if b { y } else { -y })
-            .sum()
+        branches[t % PAYLOAD_BITS][OUTPUT_CODES[reg] as usize]
     };
     let predecessor = |new_state: usize, oldest: usize| ((new_state << 1) & (STATES - 1)) | oldest;
 
@@ -202,7 +234,8 @@ pub(crate) fn decode_list(soft: &[f32], size: usize) -> Vec<u64> {
             found.push((correlation(payload, soft), payload));
         }
     }
-    found.push((correlation(decode(soft), soft), decode(soft)));
+    let best = decode(soft);
+    found.push((correlation(best, soft), best));
     found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     let mut payloads: Vec<u64> = Vec::with_capacity(size);
     for (_, payload) in found {
@@ -220,6 +253,18 @@ pub(crate) fn decode_list(soft: &[f32], size: usize) -> Vec<u64> {
 mod tests {
     use super::*;
     use crate::keystream::Keystream;
+
+    #[test]
+    fn output_codes_match_the_generators() {
+        for reg in 0..2 * STATES as u32 {
+            let code = OUTPUT_CODES[reg as usize];
+            let bits = outputs(reg).map(u8::from);
+            assert_eq!(code, bits[0] << 2 | bits[1] << 1 | bits[2], "{reg:09b}");
+        }
+        let metrics = branch_metrics(&[0.5, -2.0, 0.25]);
+        assert_eq!(metrics[0b101], 0.5 + 2.0 + 0.25);
+        assert_eq!(metrics[0b010], -0.5 - 2.0 - 0.25);
+    }
 
     #[test]
     fn clean_codewords_decode() {

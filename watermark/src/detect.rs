@@ -37,11 +37,30 @@ use crate::stats::{
 };
 use crate::{check_rate, subkey, Payload, WatermarkError};
 
-/// Window length and hop, in analysis hops (15 s and 7.5 s).
+/// Window length in analysis hops (15 s); windows overlap by half.
 const WINDOW_HOPS: usize = 938;
-const WINDOW_STEP_HOPS: usize = WINDOW_HOPS / 2;
 /// Signals up to this long are examined as one window.
 const SINGLE_WINDOW_HOPS: usize = WINDOW_HOPS * 7 / 5;
+/// Long windows (60 s, eight periods) fold four times the copies of a 15 s window, 6 dB
+/// more evidence per coded bit: what lets a longer file be read after codecs that leave too
+/// little of the mark in any 15 s (MP3 and AAC at 32 kbit/s, Opus at 24). They are examined
+/// only when no 15 s window finds the mark, so spliced files keep their exact ranges. A
+/// half-step duration error drifts their slot grid by up to a sixth of a slot at the ends.
+const LONG_WINDOW_HOPS: usize = 4 * WINDOW_HOPS;
+
+/// Windows of `len` hops over a signal of `frames` hops: one for the whole signal up to
+/// 1.4 `len`, else windows every `len / 2` hops with the last one flush with the end.
+fn windows_of(frames: usize, len: usize) -> Vec<(usize, usize)> {
+    if frames <= len * 7 / 5 {
+        return vec![(0, frames)];
+    }
+    let mut starts: Vec<usize> = (0..)
+        .map(|i| i * (len / 2))
+        .take_while(|&s| s + len < frames)
+        .collect();
+    starts.push(frames - len);
+    starts.into_iter().map(|s| (s, len)).collect()
+}
 /// Grid phases searched per slot; each candidate is then also decoded half a phase step
 /// either side, so the hypotheses judged lie on a grid twice as fine.
 const PHASES: usize = 8;
@@ -187,12 +206,112 @@ pub struct Detection {
     /// Every segment found, in time order (a splice of differently marked files shows
     /// several payloads).
     pub segments: Vec<Segment>,
+    /// The windows examined: one for a signal up to 21 s, else 15 s windows every 7.5 s
+    /// (the last one flush with the end), and when none of those found the mark, 60 s
+    /// windows every 30 s (one up to 84 s). `false_alarm` bounds each of them.
+    #[serde(default)]
+    pub windows: usize,
 }
 
 /// Detects the mark made with `key` in mono samples at `sample_rate`, with the default
 /// search range. See [`Detector`] to configure it.
 pub fn detect(key: &[u8], sample_rate: u32, samples: &[f32]) -> Result<Detection, WatermarkError> {
     Detector::new(key)?.detect(sample_rate, samples)
+}
+
+/// Examines one signal (mono `samples` at `sample_rate`) for the mark of each of `detectors`,
+/// analysing it once for all: the spectrogram, band energies and units of every warp and
+/// grid phase do not depend on the key, only the search and decoding do. Results are in the
+/// order of `detectors`, which must share one search range.
+pub fn detect_each(
+    detectors: &[Detector],
+    sample_rate: u32,
+    samples: &[f32],
+) -> Result<Vec<Detection>, WatermarkError> {
+    check_rate(sample_rate)?;
+    let Some(lead) = detectors.first() else {
+        return Ok(Vec::new());
+    };
+    if detectors.iter().any(|d| d.range != lead.range) {
+        return Err(WatermarkError::MixedSearchRanges);
+    }
+    let signal = resample(samples, sample_rate, ANALYSIS_RATE);
+    let spectrogram = power_spectrogram(&signal);
+    let frames = spectrogram.len() / KEPT_BINS;
+    let warps = warps(&lead.range);
+    let hypotheses = (warps.len() * REFINED_PHASES * SLOTS_PER_PERIOD * 2) as f64;
+
+    // The 15 s windows, then (for longer signals) the 60 s ones examined when no 15 s
+    // window finds the mark.
+    let mut windows = windows_of(frames, WINDOW_HOPS);
+    let short_windows = windows.len();
+    if frames > SINGLE_WINDOW_HOPS {
+        windows.extend(windows_of(frames, LONG_WINDOW_HOPS));
+    }
+
+    // Search. Warps sharing a frequency scale share the band energies; every window
+    // shares the units of each slot grid, which cover the whole signal.
+    // Per detector, per window.
+    let mut candidates: Vec<Vec<Vec<Candidate>>> =
+        vec![vec![Vec::new(); windows.len()]; detectors.len()];
+    let mut band_frames = vec![0f64; frames * BANDS];
+    let mut current_scale = f64::NAN;
+    let mut series = BandSeries::new(&[], 0);
+    for warp in &warps {
+        if warp.freq_scale != current_scale {
+            current_scale = warp.freq_scale;
+            let kernels = BandKernels::new(current_scale);
+            for (j, row) in band_frames.chunks_mut(BANDS).enumerate() {
+                kernels.energies(&spectrogram[j * KEPT_BINS..(j + 1) * KEPT_BINS], row);
+            }
+            series = BandSeries::new(&band_frames, frames);
+        }
+        let slot_len = SLOT_HOPS as f64 * warp.time_scale;
+        for phase in 0..PHASES {
+            let offset = phase as f64 * slot_len / PHASES as f64;
+            let total = ((frames as f64 - offset) / slot_len).floor() as usize;
+            if total < 2 {
+                continue;
+            }
+            let read = units(
+                &series.grid(offset + slot_len / 2.0, slot_len, total),
+                total,
+                0.0,
+            );
+            let phasors = unit_phasors(&read);
+            for (w, &(start, len)) in windows.iter().enumerate() {
+                let (first, count) = slots_within(start, len, offset, slot_len, total);
+                if count < 2 {
+                    continue;
+                }
+                let window_phasors = &phasors[first * PAIRS..(first + count) * PAIRS];
+                for (detector, candidates) in detectors.iter().zip(&mut candidates) {
+                    detector.search(window_phasors, count, |shift, parity, score| {
+                        keep_best(
+                            &mut candidates[w],
+                            Candidate {
+                                warp: *warp,
+                                first_center: offset + (first as f64 + 0.5) * slot_len,
+                                slot_len,
+                                slots: count,
+                                shift,
+                                parity,
+                                score,
+                            },
+                        );
+                    });
+                }
+            }
+        }
+    }
+
+    Ok(detectors
+        .iter()
+        .zip(&candidates)
+        .map(|(detector, candidates)| {
+            detector.conclude(candidates, short_windows, &spectrogram, frames, hypotheses)
+        })
+        .collect())
 }
 
 /// A detector for one key; reusable across signals.
@@ -300,79 +419,28 @@ impl Detector {
 
     /// Examines `samples` (mono, at `sample_rate`).
     pub fn detect(&self, sample_rate: u32, samples: &[f32]) -> Result<Detection, WatermarkError> {
-        check_rate(sample_rate)?;
-        let signal = resample(samples, sample_rate, ANALYSIS_RATE);
-        let spectrogram = power_spectrogram(&signal);
-        let frames = spectrogram.len() / KEPT_BINS;
-        let warps = warps(&self.range);
-        let hypotheses = (warps.len() * REFINED_PHASES * SLOTS_PER_PERIOD * 2) as f64;
+        let mut detections = detect_each(std::slice::from_ref(self), sample_rate, samples)?;
+        Ok(detections.remove(0))
+    }
 
-        let windows: Vec<(usize, usize)> = if frames <= SINGLE_WINDOW_HOPS {
-            vec![(0, frames)]
-        } else {
-            let mut starts: Vec<usize> = (0..)
-                .map(|i| i * WINDOW_STEP_HOPS)
-                .take_while(|&s| s + WINDOW_HOPS < frames)
-                .collect();
-            starts.push(frames - WINDOW_HOPS);
-            starts.into_iter().map(|s| (s, WINDOW_HOPS)).collect()
-        };
-
-        // Search. Warps sharing a frequency scale share the band energies; every window
-        // shares the units of each slot grid, which cover the whole signal.
-        let mut candidates: Vec<Vec<Candidate>> = vec![Vec::new(); windows.len()];
-        let mut band_frames = vec![0f64; frames * BANDS];
-        let mut current_scale = f64::NAN;
-        let mut series = BandSeries::new(&[], 0);
-        for warp in &warps {
-            if warp.freq_scale != current_scale {
-                current_scale = warp.freq_scale;
-                let kernels = BandKernels::new(current_scale);
-                for (j, row) in band_frames.chunks_mut(BANDS).enumerate() {
-                    kernels.energies(&spectrogram[j * KEPT_BINS..(j + 1) * KEPT_BINS], row);
-                }
-                series = BandSeries::new(&band_frames, frames);
-            }
-            let slot_len = SLOT_HOPS as f64 * warp.time_scale;
-            for phase in 0..PHASES {
-                let offset = phase as f64 * slot_len / PHASES as f64;
-                let total = ((frames as f64 - offset) / slot_len).floor() as usize;
-                if total < 2 {
-                    continue;
-                }
-                let read = units(
-                    &series.grid(offset + slot_len / 2.0, slot_len, total),
-                    total,
-                    0.0,
-                );
-                let phasors = unit_phasors(&read);
-                for (w, &(start, len)) in windows.iter().enumerate() {
-                    let (first, count) = slots_within(start, len, offset, slot_len, total);
-                    if count < 2 {
-                        continue;
-                    }
-                    let window_phasors = &phasors[first * PAIRS..(first + count) * PAIRS];
-                    self.search(window_phasors, count, |shift, parity, score| {
-                        keep_best(
-                            &mut candidates[w],
-                            Candidate {
-                                warp: *warp,
-                                first_center: offset + (first as f64 + 0.5) * slot_len,
-                                slot_len,
-                                slots: count,
-                                shift,
-                                parity,
-                                score,
-                            },
-                        );
-                    });
-                }
-            }
-        }
-
+    /// Decodes each window's best candidates and turns what passes into a detection: the
+    /// first `short_windows` windows, then the long ones if none of those found the mark.
+    fn conclude(
+        &self,
+        candidates: &[Vec<Candidate>],
+        short_windows: usize,
+        spectrogram: &[f32],
+        frames: usize,
+        hypotheses: f64,
+    ) -> Detection {
         let mut found = Vec::new();
         let mut best_false_alarm: f64 = 1.0;
-        for window_candidates in &candidates {
+        let mut examined = 0;
+        for (w, window_candidates) in candidates.iter().enumerate() {
+            if w == short_windows && !found.is_empty() {
+                break;
+            }
+            examined += 1;
             let mut best: Option<(WindowResult, Candidate)> = None;
             for coarse in window_candidates {
                 for step in [0.0, -0.5, 0.5] {
@@ -380,7 +448,7 @@ impl Detector {
                         first_center: coarse.first_center + step * coarse.slot_len / PHASES as f64,
                         ..coarse.clone()
                     };
-                    let read = candidate_units(&spectrogram, frames, &candidate);
+                    let read = candidate_units(spectrogram, frames, &candidate);
                     let result = self.decode(&candidate, &read, hypotheses, false);
                     if best
                         .as_ref()
@@ -395,7 +463,7 @@ impl Detector {
             };
             // The window's best hypothesis, decoded thoroughly: its payload checked against
             // the runner-up, or looked for among record payloads.
-            let read = candidate_units(&spectrogram, frames, &candidate);
+            let read = candidate_units(spectrogram, frames, &candidate);
             let result = self.decode(&candidate, &read, hypotheses, true);
             best_false_alarm = best_false_alarm.min(result.false_alarm);
             if result.false_alarm <= FOUND_FALSE_ALARM && result.confident {
@@ -408,7 +476,7 @@ impl Detector {
         let strongest = segments
             .iter()
             .min_by(|a, b| a.false_alarm.total_cmp(&b.false_alarm));
-        Ok(Detection {
+        Detection {
             found: !segments.is_empty(),
             payload: strongest.map(|s| s.payload),
             false_alarm: best_false_alarm,
@@ -416,7 +484,8 @@ impl Detector {
             score: (-best_false_alarm.log10()).clamp(0.0, 300.0) + 0.0,
             ranges,
             segments,
-        })
+            windows: examined,
+        }
     }
 
     /// Calls `report(shift, parity, score)` for every position in the period and parity the

@@ -93,7 +93,10 @@
 //! does to a ratio of neighbouring bands) from the previous decoding. If no payload passes,
 //! the best hypothesis is list-decoded and checked as a record payload (below). Found
 //! windows are trimmed to the run of slots carrying the mark and merged into time ranges by
-//! payload.
+//! payload. When no 15 s window finds the mark in a longer signal, 60 s windows (one up to
+//! 84 s; half-overlapping beyond) are searched and decoded the same way: eight periods
+//! folded together give each coded bit 6 dB more signal-to-noise than a 15 s window, for
+//! files whose every 15 s has lost too much of the mark (low-bitrate codecs).
 //!
 //! # False alarms
 //!
@@ -143,8 +146,9 @@
 //! 173 windows, and 5 right ones). Record payloads, checked by their tag, are the ones to
 //! rely on.
 //!
-//! A file of `D` seconds is examined in about `D / 7.5` windows; the per-file bound is that
-//! many times the per-window one.
+//! A file of `D` seconds is examined in about `D / 7.5` windows, and where none of them
+//! finds the mark, about `D / 30` more 60 s windows (below); the per-file bound is that many
+//! times the per-window one, since each window's search pays for its own hypotheses.
 //!
 //! # Robustness
 //!
@@ -186,7 +190,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use detect::{detect, Detection, Detector, SearchRange, Segment};
+pub use detect::{detect, detect_each, Detection, Detector, SearchRange, Segment};
 pub use embed::Embedder;
 pub use payload::Payload;
 
@@ -205,6 +209,9 @@ pub enum WatermarkError {
     /// The key is empty.
     #[error("the watermark key is empty")]
     EmptyKey,
+    /// Detectors examined together must share one search range.
+    #[error("detectors examined together must share one search range")]
+    MixedSearchRanges,
 }
 
 fn check_rate(sample_rate: u32) -> Result<(), WatermarkError> {

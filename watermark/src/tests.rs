@@ -3,7 +3,10 @@
 //! and silent signals for the false-alarm side.
 
 use crate::resample::resample;
-use crate::{detect, embed, Detection, Embedder, Payload, SUPPORTED_SAMPLE_RATES};
+use crate::{
+    detect, detect_each, embed, Detection, Detector, Embedder, Payload, SearchRange,
+    SUPPORTED_SAMPLE_RATES,
+};
 
 const KEY: &[u8] = b"test deployment key";
 
@@ -280,6 +283,36 @@ fn unmarked_signals_and_wrong_keys_find_nothing() {
 }
 
 #[test]
+fn detecting_with_several_keys_at_once_matches_one_at_a_time() {
+    let rate = 22_050;
+    // 40 s: five half-overlapping 15 s windows, the last flush with the end, and where they
+    // find nothing, one 60 s window over the whole signal.
+    let payload = Payload::for_record(KEY, 77);
+    let marked = embed(KEY, rate, payload, &speech_like(rate, 40.0, 41)).unwrap();
+    let keys: [&[u8]; 3] = [b"another deployment", KEY, b"a third one"];
+    let detectors: Vec<Detector> = keys.iter().map(|k| Detector::new(k).unwrap()).collect();
+    let together = detect_each(&detectors, rate, &marked).unwrap();
+    assert_eq!(together.len(), keys.len());
+    for (key, detection) in keys.iter().zip(&together) {
+        assert_eq!(detection, &detect(key, rate, &marked).unwrap());
+        let windows = if *key == KEY { 5 } else { 6 };
+        assert_eq!(detection.windows, windows, "{detection:?}");
+    }
+    assert_found(&together[1], payload, "the marking key among others");
+    assert_not_found(&together[0], "another key");
+    assert_not_found(&together[2], "a third key");
+
+    assert_eq!(detect_each(&[], rate, &marked).unwrap(), Vec::new());
+    let narrow = Detector::new(KEY)
+        .unwrap()
+        .with_search_range(SearchRange::none());
+    assert_eq!(
+        detect_each(&[detectors[0].clone(), narrow], rate, &marked),
+        Err(crate::WatermarkError::MixedSearchRanges)
+    );
+}
+
+#[test]
 fn silence_stays_silent() {
     let rate = 16_000;
     let mut host = speech_like(rate, 16.0, 23);
@@ -390,4 +423,24 @@ fn embedding_always_ends() {
     finished
         .recv_timeout(std::time::Duration::from_secs(120))
         .expect("an embedding did not end");
+}
+
+#[test]
+fn long_windows_read_what_no_15_s_window_can() {
+    // A minute of speech-like audio under white noise 11 dB below it: too little of the mark
+    // is left in any 15 s window, but a 60 s window folds eight periods together.
+    let rate = 22_050;
+    let payload = Payload::for_record(KEY, 9);
+    let marked = embed(KEY, rate, payload, &speech_like(rate, 60.0, 51)).unwrap();
+    let mut noise = white_noise(rate, 60.0, 52);
+    scale_to_dbfs(&mut noise, rms_dbfs(&marked) - 11.0);
+    let noisy: Vec<f32> = marked.iter().zip(&noise).map(|(a, b)| a + b).collect();
+    let detection = detect(KEY, rate, &noisy).unwrap();
+    assert_found(&detection, payload, "60 s window");
+    // Seven 15 s windows found nothing, so the long one was examined too.
+    assert_eq!(detection.windows, 7 + 1, "{detection:?}");
+    for start in [0, 15, 30, 45] {
+        let crop = &noisy[start * rate as usize..(start + 15) * rate as usize];
+        assert_not_found(&detect(KEY, rate, crop).unwrap(), "a 15 s crop");
+    }
 }

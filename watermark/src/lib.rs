@@ -172,7 +172,14 @@
 //! break. With a plain 64-bit payload (no tag for the detector to check) the results are
 //! the same except near the threshold: compand 1, tempo 1.1 8. Below about 48 kbit/s the
 //! codecs rewrite the fine spectral shape the units live in, and the 35 dB energy budget
-//! leaves no room to outlast them.
+//! leaves too little in any one 15 s.
+//!
+//! Whole files fare better: `scripts/bench-watermark --clips 4` (four files of 54–57 s, each
+//! attack applied to the whole file) recovered the payload of every file under all 28
+//! attacks, MP3 and AAC at 32 kbit/s included (found by a 15 s window), and Opus at
+//! 24 kbit/s through the 60 s window (scores 16–24 where 8 is the threshold). Over 20,068
+//! (window, key) trials on 6.5 minutes of unmarked speech, music-like sound, noise and
+//! human recordings, nothing was found; the highest score was 0.13.
 //!
 //! Detection takes about 0.35 s of one core per 60 s of marked audio, 0.5 s for unmarked
 //! audio (release build); embedding about 0.5 s per minute.

@@ -88,9 +88,13 @@ pub fn migrate() -> Result<()> {
     })
 }
 
+/// The API's shared state, with this host's voices registered (requests need them from the
+/// first one on). `chain_audit` starts the audit chainer; `voxproof dev` leaves it to its
+/// worker half, which runs one anyway.
 async fn api_state(
     config: &Config,
     provenance: Arc<voxproof_provenance::Provenance>,
+    chain_audit: bool,
 ) -> Result<voxproof_api::AppState> {
     let pool = db::connect(&config.database_url, 32).await?;
     if config.migrate_on_start {
@@ -98,11 +102,13 @@ async fn api_state(
     }
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
     let storage = voxproof_jobs::open_storage(config).await?;
-    // Audit events join the hash chain in the background (see `audit::chain_pending`).
-    tokio::spawn(audit::chain_forever(
-        pool.clone(),
-        std::time::Duration::from_millis(250),
-    ));
+    if chain_audit {
+        // Audit events join the hash chain in the background (see `audit::chain_pending`).
+        tokio::spawn(audit::chain_forever(
+            pool.clone(),
+            std::time::Duration::from_millis(250),
+        ));
+    }
     let voices = voxproof_jobs::register_local_voices(&pool).await?;
     tracing::info!(voices, "voices registered");
     Ok(voxproof_api::AppState {
@@ -126,7 +132,7 @@ pub fn serve() -> Result<()> {
         let config = Config::load()?;
         tracing::info!(?config, "starting the API");
         let provenance = Arc::new(voxproof_jobs::load_provenance(&config).await?);
-        let state = api_state(&config, provenance).await?;
+        let state = api_state(&config, provenance, true).await?;
         let mut shutdown = shutdown_channel();
         voxproof_api::serve(state, async move {
             let _ = shutdown.wait_for(|s| *s).await;
@@ -170,7 +176,7 @@ pub fn dev(args: WorkerArgs) -> Result<()> {
         tracing::info!(?config, "starting API and worker in one process");
         // Loaded once for both halves (it may create development keys, and says so).
         let provenance = Arc::new(voxproof_jobs::load_provenance(&config).await?);
-        let state = api_state(&config, provenance.clone()).await?;
+        let state = api_state(&config, provenance.clone(), false).await?;
         let shutdown = shutdown_channel();
         let mut api_shutdown = shutdown.clone();
         let api = tokio::spawn(voxproof_api::serve(state, async move {

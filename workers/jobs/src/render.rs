@@ -32,9 +32,7 @@ pub async fn segment(shared: &Shared, job_id: Uuid) -> anyhow::Result<()> {
         }
     };
     let index = work.index;
-    let slot = shared.slots.acquire(work.job.priority()).await;
-    let outcome = render_and_store(shared, &work, slot.index).await;
-    drop(slot);
+    let outcome = render_and_store(shared, &work).await;
     match outcome {
         Ok(samples) => {
             tracing::debug!(%job_id, index, samples, "segment stored");
@@ -67,7 +65,9 @@ pub async fn segment(shared: &Shared, job_id: Uuid) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn render_and_store(shared: &Shared, work: &SegmentWork, slot: usize) -> anyhow::Result<i64> {
+/// Reuses or renders the segment and stores it. Only the rendering holds a model slot: the
+/// reuse lookup and the upload happen outside it, so a session never waits on storage.
+async fn render_and_store(shared: &Shared, work: &SegmentWork) -> anyhow::Result<i64> {
     // A finished segment with the same content (a retry, a resubmitted book) is reused.
     if let Ok(bytes) = shared.storage.get_bytes(&work.content_key).await {
         if let Ok((_, items)) = blob::decode(&bytes) {
@@ -79,9 +79,13 @@ async fn render_and_store(shared: &Shared, work: &SegmentWork, slot: usize) -> a
     let engine = shared.engine(&work.job).await?;
     let speaking = speaking(&work.job, &engine)?;
     let items = work.items.clone();
-    let rendered =
-        tokio::task::spawn_blocking(move || render_items(&engine, slot, &items, &speaking))
-            .await??;
+    let slot = shared.slots.acquire(work.job.priority()).await;
+    let rendered = tokio::task::spawn_blocking(move || {
+        let rendered = render_items(&engine, slot.index, &items, &speaking);
+        drop(slot);
+        rendered
+    })
+    .await??;
     let samples = rendered.1.iter().map(|i| i.len() as i64).sum();
     let bytes = blob::encode(rendered.0, &rendered.1);
     shared

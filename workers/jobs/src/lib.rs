@@ -168,6 +168,8 @@ const QUEUE_POLL: Duration = Duration::from_millis(50);
 /// instead of idling through the upload, the completion, the next poll and the next claim
 /// (tens of milliseconds per segment). One is enough to hide that, and few enough that
 /// other processes are not kept from work: it is always the job's lowest unclaimed segment.
+/// The cost: at the very end of a job, that last claim can wait for a busy session here
+/// while another process has nothing left to take (at most one segment's render time).
 const CLAIMS_AHEAD: usize = 1;
 
 /// A name unique to this process: apalis refuses a second live worker under one name.

@@ -9,7 +9,7 @@
 //!
 //! `scan` looks for the marks of COUNT keys (`KEY/0`, `KEY/1`, …) in each input, analysing
 //! each input once for all of them ([`detect_each`]), and prints one JSON line: the windows
-//! examined, the key-windows searched and how many inputs any key was found in. On audio
+//! examined, the (window, key) pairs searched and how many (input, key) pairs found a mark. On audio
 //! none of these keys marked, that counts false accepts: the detector's false-alarm bound
 //! holds for each key's independent keyed pattern, whatever the audio.
 //!

@@ -37,13 +37,12 @@ use crate::stats::{
 };
 use crate::{check_rate, subkey, Payload, WatermarkError};
 
-/// Window length in analysis hops (15 s); windows overlap by half.
+/// Window length in analysis hops (15 s); windows overlap by half, and a signal up to 21 s
+/// is one window (see [`windows_of`]).
 const WINDOW_HOPS: usize = 938;
-/// Signals up to this long are examined as one window.
-const SINGLE_WINDOW_HOPS: usize = WINDOW_HOPS * 7 / 5;
 /// Long windows (60 s, eight periods) fold four times the copies of a 15 s window, 6 dB
 /// more evidence per coded bit: what lets a longer file be read after codecs that leave too
-/// little of the mark in any 15 s (MP3 and AAC at 32 kbit/s, Opus at 24). They are examined
+/// little of the mark in any 15 s (Opus at 24 kbit/s, measured). They are examined
 /// only when no 15 s window finds the mark, so spliced files keep their exact ranges. A
 /// half-step duration error drifts their slot grid by up to a sixth of a slot at the ends.
 const LONG_WINDOW_HOPS: usize = 4 * WINDOW_HOPS;
@@ -61,6 +60,7 @@ fn windows_of(frames: usize, len: usize) -> Vec<(usize, usize)> {
     starts.push(frames - len);
     starts.into_iter().map(|s| (s, len)).collect()
 }
+
 /// Grid phases searched per slot; each candidate is then also decoded half a phase step
 /// either side, so the hypotheses judged lie on a grid twice as fine.
 const PHASES: usize = 8;
@@ -245,13 +245,14 @@ pub fn detect_each(
     // window finds the mark.
     let mut windows = windows_of(frames, WINDOW_HOPS);
     let short_windows = windows.len();
-    if frames > SINGLE_WINDOW_HOPS {
+    if short_windows > 1 {
         windows.extend(windows_of(frames, LONG_WINDOW_HOPS));
     }
 
-    // Search. Warps sharing a frequency scale share the band energies; every window
-    // shares the units of each slot grid, which cover the whole signal.
-    // Per detector, per window.
+    // Search, keeping the best candidates per detector and window (the long windows' too:
+    // their search is cheap next to decoding, which happens only if they are needed).
+    // Warps sharing a frequency scale share the band energies; every window shares the
+    // units of each slot grid, which cover the whole signal.
     let mut candidates: Vec<Vec<Vec<Candidate>>> =
         vec![vec![Vec::new(); windows.len()]; detectors.len()];
     let mut band_frames = vec![0f64; frames * BANDS];

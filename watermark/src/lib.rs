@@ -94,9 +94,11 @@
 //! the best hypothesis is list-decoded and checked as a record payload (below). Found
 //! windows are trimmed to the run of slots carrying the mark and merged into time ranges by
 //! payload. When no 15 s window finds the mark in a longer signal, 60 s windows (one up to
-//! 84 s; half-overlapping beyond) are searched and decoded the same way: eight periods
-//! folded together give each coded bit 6 dB more signal-to-noise than a 15 s window, for
-//! files whose every 15 s has lost too much of the mark (low-bitrate codecs).
+//! 84 s; half-overlapping beyond) are searched and decoded the same way, 8 hypotheses each:
+//! eight periods folded together give each coded bit 6 dB more signal-to-noise than a 15 s
+//! window, for files whose every 15 s has lost too much of the mark (low-bitrate codecs).
+//! Hypotheses and decodings that all fall short are still ranked by their (uncapped) bounds,
+//! so the one carried forward is the nearest miss, not the first searched.
 //!
 //! # False alarms
 //!

@@ -466,3 +466,89 @@ fn voices_list_info_and_install() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("invalid"), "{}", stderr(&out));
 }
+
+/// A two-speaker voice derived from the real one (tests/support/two_speaker_voice.py, run
+/// with the onnx package scripts/setup installs): speaker "unhurried" (1) renders at 1.4x the
+/// length scale of speaker "steady" (0), so the audio shows which speaker the model was given.
+fn two_speaker_voice(dir: &Path) -> PathBuf {
+    let out = run(voxproof().args(["voices", "info", VOICE]));
+    assert_ok(&out);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cache = std::env::var_os("VOXPROOF_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/voxproof"));
+    let python = cache.join("checkers/bin/python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/two_speaker_voice.py");
+    let voice = dir.join("two-speaker.onnx");
+    let made = Command::new(&python)
+        .arg(script)
+        .arg(info["model_path"].as_str().unwrap())
+        .arg(&voice)
+        .output()
+        .unwrap_or_else(|e| panic!("{} (run scripts/setup): {e}", python.display()));
+    assert!(made.status.success(), "{}", stderr(&made));
+    voice
+}
+
+#[test]
+fn multi_speaker_voices_render_the_chosen_speaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let voice = two_speaker_voice(dir.path());
+    let voice = voice.to_str().unwrap();
+
+    let out = run(voxproof().args(["voices", "info", voice]));
+    assert_ok(&out);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        info["speaker_names"],
+        serde_json::json!(["steady", "unhurried"])
+    );
+
+    let input = dir.path().join("paragraph.txt");
+    std::fs::write(&input, PARAGRAPH).unwrap();
+    let seconds = |speaker: Option<&str>, name: &str| {
+        let out = dir.path().join(name);
+        let mut cmd = voxproof();
+        cmd.args(["synth", "--voice", voice, "--in"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out);
+        if let Some(speaker) = speaker {
+            cmd.args(["--speaker", speaker]);
+        }
+        assert_ok(&run(&mut cmd));
+        let reader = hound::WavReader::open(&out).unwrap();
+        f64::from(reader.duration()) / f64::from(reader.spec().sample_rate)
+    };
+    let steady = seconds(Some("steady"), "steady.wav");
+    let unhurried = seconds(Some("unhurried"), "unhurried.wav");
+    let by_number = seconds(Some("1"), "one.wav");
+    let default = seconds(None, "default.wav");
+    // Pauses between sentences do not stretch with the speaker, so the whole file grows by
+    // less than the 1.4x of the speech.
+    assert!(
+        unhurried > steady * 1.15,
+        "speaker 1 should be slower: {steady:.2} s vs {unhurried:.2} s"
+    );
+    assert!(
+        (by_number / unhurried - 1.0).abs() < 0.05,
+        "speaker by number and by name differ: {by_number:.2} s vs {unhurried:.2} s"
+    );
+    assert!(
+        (default / steady - 1.0).abs() < 0.05,
+        "the default speaker is the first: {default:.2} s vs {steady:.2} s"
+    );
+
+    // Unknown speakers fail with the voice's speakers named, and write nothing.
+    let failing = tempfile::tempdir().unwrap();
+    for (speaker, expected) in [("nobody", "steady, unhurried"), ("2", "0..1")] {
+        assert_fails(
+            failing.path(),
+            &input,
+            voice,
+            &["--speaker", speaker],
+            &[],
+            expected,
+        );
+    }
+}

@@ -131,15 +131,75 @@ async fn next_parts(
     }
 }
 
+/// Name prefix of assembly scratch folders, and the lock file that marks one in use.
+const SCRATCH_PREFIX: &str = "voxproof-assembly-";
+const SCRATCH_LOCK: &str = ".in-use";
+
+/// An assembly's scratch folder. It holds an exclusive lock on a file inside for as long as
+/// the assembly runs; the lock dies with the process, so a folder whose lock can be taken
+/// was left by a worker that was killed (a crash or SIGKILL skips the folder's removal) and
+/// holds a partial book that nothing will read.
+struct Scratch;
+
+impl Scratch {
+    /// A new scratch folder under `parent` (removed when dropped), and the open lock file
+    /// that marks it in use until it is dropped.
+    fn create(parent: &Path) -> std::io::Result<(tempfile::TempDir, std::fs::File)> {
+        let dir = tempfile::Builder::new()
+            .prefix(SCRATCH_PREFIX)
+            .tempdir_in(parent)?;
+        let lock = std::fs::File::create(dir.path().join(SCRATCH_LOCK))?;
+        lock.lock()?;
+        Ok((dir, lock))
+    }
+
+    /// Removes the scratch folders under `parent` that no live process holds; returns how
+    /// many. A folder being created right now has no lock file yet and is left alone.
+    fn sweep_stale(parent: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(SCRATCH_PREFIX) {
+                continue;
+            }
+            let dir = entry.path();
+            let Ok(lock) = std::fs::File::open(dir.join(SCRATCH_LOCK)) else {
+                continue;
+            };
+            // Held by a live assembly (this process's or another worker's): leave it.
+            if lock.try_lock().is_err() {
+                continue;
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => removed += 1,
+                Err(e) => tracing::warn!("could not remove stale {}: {e}", dir.display()),
+            }
+        }
+        removed
+    }
+}
+
+/// Removes scratch folders that killed workers left in the temporary directory.
+pub(crate) fn sweep_stale_scratch() {
+    let removed = Scratch::sweep_stale(&std::env::temp_dir());
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed assembly scratch folders left by stopped workers"
+        );
+    }
+}
+
 /// How long signing an assembly's files may take.
 const SIGNING_LIMIT: Duration = Duration::from_secs(120);
 
 async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtifact>, f64)> {
     let voice = voxproof_voice::Voice::find(&job.voice)?;
     let sample_rate = voice.sample_rate();
-    let scratch = tempfile::Builder::new()
-        .prefix("voxproof-assembly-")
-        .tempdir()?;
+    let (scratch, _in_use) = Scratch::create(&std::env::temp_dir())?;
     let options = &job.options.0;
     let ext = job.output_format.as_str();
     let outputs = OutputPaths {
@@ -318,5 +378,33 @@ pub fn audio_content_type(ext: &str) -> &'static str {
         "wav" => "audio/wav",
         "m4b" => "audio/mp4",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_scratch_folders_no_process_holds_are_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        let (live, _held) = Scratch::create(parent.path()).unwrap();
+        std::fs::write(live.path().join("audio.wav"), b"partial").unwrap();
+        // What a killed worker leaves: the folder and its lock file, with no lock held.
+        let (stale, released) = Scratch::create(parent.path()).unwrap();
+        std::fs::write(stale.path().join("audio.wav"), b"partial").unwrap();
+        drop(released);
+        let stale = stale.keep();
+        // Not ours, or not yet locked: kept.
+        let other = parent.path().join("voxproof-uploads");
+        std::fs::create_dir(&other).unwrap();
+        let unlocked = parent.path().join(format!("{SCRATCH_PREFIX}starting"));
+        std::fs::create_dir(&unlocked).unwrap();
+
+        assert_eq!(Scratch::sweep_stale(parent.path()), 1);
+        assert!(!stale.exists());
+        assert!(live.path().join("audio.wav").exists());
+        assert!(other.exists() && unlocked.exists());
+        assert_eq!(Scratch::sweep_stale(parent.path()), 0);
     }
 }

@@ -227,6 +227,7 @@ pub async fn run(
         Ok(count) => tracing::info!(count, "voices registered"),
         Err(e) => tracing::warn!("could not register this worker's voices: {e}"),
     }
+    tokio::task::spawn_blocking(assemble::sweep_stale_scratch).await?;
 
     let heartbeat = tokio::spawn(heartbeat(shared.clone()));
     let sweeper = tokio::spawn(sweep_forever(shared.clone()));

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod support;
+
 const VOICE: &str = "en_US-joe-medium";
 
 const PARAGRAPH: &str = "The old lighthouse stood at the edge of the cliff, its white paint peeling in the salty wind. \
@@ -474,10 +476,7 @@ fn two_speaker_voice(dir: &Path) -> PathBuf {
     let out = run(voxproof().args(["voices", "info", VOICE]));
     assert_ok(&out);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let cache = std::env::var_os("VOXPROOF_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/voxproof"));
-    let python = cache.join("checkers/bin/python");
+    let python = support::checkers_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/two_speaker_voice.py");
     let voice = dir.join("two-speaker.onnx");
     let made = Command::new(&python)

@@ -529,14 +529,20 @@ pub fn numbered_sentences(range: std::ops::Range<usize>) -> String {
         .join(" ")
 }
 
-/// c2pa-python's view of a file (installed by scripts/setup in the cache's checkers venv).
-pub fn c2pa_python(file: &Path, anchor: &Path, sidecar: Option<&Path>) -> Value {
+/// The Python of the cache's checkers venv, where scripts/setup installs the tests' Python
+/// helpers (c2pa-python, onnx).
+pub fn checkers_python() -> std::path::PathBuf {
     let cache = std::env::var_os("VOXPROOF_CACHE")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/voxproof")
         });
-    let python = cache.join("checkers/bin/python");
+    cache.join("checkers/bin/python")
+}
+
+/// c2pa-python's view of a file (installed by scripts/setup in the cache's checkers venv).
+pub fn c2pa_python(file: &Path, anchor: &Path, sidecar: Option<&Path>) -> Value {
+    let python = checkers_python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/c2pa_check.py");
     let mut cmd = Command::new(&python);
     cmd.arg(script).arg(file).arg(anchor);

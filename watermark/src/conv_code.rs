@@ -309,21 +309,26 @@ mod tests {
         assert_eq!(decode(&soft), payload);
     }
 
+    /// `payload`'s codeword at `amplitude` plus Gaussian-ish unit-variance noise (sums of 12
+    /// uniform signs from `noise`).
+    fn noisy_codeword(payload: u64, amplitude: f32, noise: &mut Keystream) -> Vec<f32> {
+        encode(payload)
+            .iter()
+            .map(|&c| {
+                let n: f32 = noise.signs(12).iter().map(|&s| s as f32).sum::<f32>() / 12f32.sqrt();
+                c as f32 * amplitude + n
+            })
+            .collect()
+    }
+
     #[test]
     fn decodes_noisy_soft_values() {
-        // Gaussian-ish noise from sums of uniform signs; per-bit SNR about 1 (0 dB).
+        // Per-bit SNR about 1 (0 dB).
         let mut noise = Keystream::new(b"noise", "test");
         let mut failures = 0;
         for trial in 0..20u64 {
             let payload = trial.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            let soft: Vec<f32> = encode(payload)
-                .iter()
-                .map(|&c| {
-                    let n: f32 =
-                        noise.signs(12).iter().map(|&s| s as f32).sum::<f32>() / 12f32.sqrt();
-                    c as f32 * 1.0 + n
-                })
-                .collect();
+            let soft = noisy_codeword(payload, 1.0, &mut noise);
             if decode(&soft) != payload {
                 failures += 1;
             }
@@ -361,14 +366,7 @@ mod tests {
         let mut close = 0;
         for trial in 0..200u64 {
             let payload = trial.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x5555;
-            let soft: Vec<f32> = encode(payload)
-                .iter()
-                .map(|&c| {
-                    let n: f32 =
-                        noise.signs(12).iter().map(|&s| s as f32).sum::<f32>() / 12f32.sqrt();
-                    c as f32 * 0.63 + n
-                })
-                .collect();
+            let soft = noisy_codeword(payload, 0.63, &mut noise);
             let list = decode_list(&soft, LIST_STARTS * LIST_DEPTH);
             let gap = correlation(list[0], &soft) - correlation(payload, &soft);
             if list[0] != payload && gap < 2.0 {

@@ -50,7 +50,7 @@ mod tests {
     fn bounds_fall_with_the_statistic() {
         let h = 62_400.0;
         // Uncapped: the union factor itself when the statistic shows nothing.
-        let union = (union_ln(h, 64)).exp();
+        let union = union_ln(h, 64).exp();
         assert!((coherent_bound(0.0, h, 64) / union - 1.0).abs() < 1e-12);
         assert!(coherent_bound(3.0, h, 64) < coherent_bound(2.0, h, 64));
         assert!(coherent_bound(3.0, h, 64) > 1.0);

@@ -135,26 +135,37 @@ async fn next_parts(
 const SCRATCH_PREFIX: &str = "voxproof-assembly-";
 const SCRATCH_LOCK: &str = ".in-use";
 
-/// An assembly's scratch folder. It holds an exclusive lock on a file inside for as long as
-/// the assembly runs; the lock dies with the process, so a folder whose lock can be taken
-/// was left by a worker that was killed (a crash or SIGKILL skips the folder's removal) and
+/// An assembly's scratch folder, removed when dropped. It holds an exclusive lock on a file
+/// inside for as long as it lives; the lock dies with the process, so a folder whose lock can
+/// be taken was left by a worker that was killed (a crash or SIGKILL skips the removal) and
 /// holds a partial book that nothing will read.
-struct Scratch;
+struct Scratch {
+    // Fields drop in order: the folder goes before its lock is released.
+    dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
 
 impl Scratch {
-    /// A new scratch folder under `parent` (removed when dropped), and the open lock file
-    /// that marks it in use until it is dropped.
-    fn create(parent: &Path) -> std::io::Result<(tempfile::TempDir, std::fs::File)> {
+    /// A new scratch folder under `parent`. The lock file is locked under a temporary name and
+    /// only then given the name a sweeper looks for, so no sweeper can find it unlocked.
+    fn create(parent: &Path) -> std::io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(SCRATCH_PREFIX)
             .tempdir_in(parent)?;
-        let lock = std::fs::File::create(dir.path().join(SCRATCH_LOCK))?;
+        let staging = dir.path().join(format!("{SCRATCH_LOCK}.new"));
+        let lock = std::fs::File::create(&staging)?;
         lock.lock()?;
-        Ok((dir, lock))
+        std::fs::rename(&staging, dir.path().join(SCRATCH_LOCK))?;
+        Ok(Self { dir, _lock: lock })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Removes the scratch folders under `parent` that no live process holds; returns how
-    /// many. A folder being created right now has no lock file yet and is left alone.
+    /// many. A folder being created right now has no lock file by that name yet and is left
+    /// alone.
     fn sweep_stale(parent: &Path) -> usize {
         let Ok(entries) = std::fs::read_dir(parent) else {
             return 0;
@@ -199,7 +210,7 @@ const SIGNING_LIMIT: Duration = Duration::from_secs(120);
 async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtifact>, f64)> {
     let voice = voxproof_voice::Voice::find(&job.voice)?;
     let sample_rate = voice.sample_rate();
-    let (scratch, _in_use) = Scratch::create(&std::env::temp_dir())?;
+    let scratch = Scratch::create(&std::env::temp_dir())?;
     let options = &job.options.0;
     let ext = job.output_format.as_str();
     let outputs = OutputPaths {
@@ -388,12 +399,12 @@ mod tests {
     #[test]
     fn only_scratch_folders_no_process_holds_are_swept() {
         let parent = tempfile::tempdir().unwrap();
-        let (live, _held) = Scratch::create(parent.path()).unwrap();
+        let live = Scratch::create(parent.path()).unwrap();
         std::fs::write(live.path().join("audio.wav"), b"partial").unwrap();
         // What a killed worker leaves: the folder and its lock file, with no lock held.
-        let (stale, released) = Scratch::create(parent.path()).unwrap();
+        let Scratch { dir: stale, _lock } = Scratch::create(parent.path()).unwrap();
         std::fs::write(stale.path().join("audio.wav"), b"partial").unwrap();
-        drop(released);
+        drop(_lock);
         let stale = stale.keep();
         // Not ours, or not yet locked: kept.
         let other = parent.path().join("voxproof-uploads");

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p voxproof-watermark --example raw_f32 -- embed KEY RATE PAYLOAD IN.f32 OUT.f32
-//! cargo run --release -p voxproof-watermark --example raw_f32 -- detect KEY RATE IN.f32
+//! cargo run --release -p voxproof-watermark --example raw_f32 -- detect KEY RATE IN.f32 [ISSUED]
 //! cargo run --release -p voxproof-watermark --example raw_f32 -- scan KEY COUNT RATE IN.f32...
 //! ```
 //!
@@ -13,12 +13,16 @@
 //! none of these keys marked, that counts false accepts: the detector's false-alarm bound
 //! holds for each key's independent keyed pattern, whatever the audio.
 //!
+//! `ISSUED` is a file of payloads (16 hex digits each, whitespace-separated) that the
+//! deployment issued: the detector judges each of them where blind decoding finds nothing
+//! ([`Detector::with_issued_payloads`]).
+//!
 //! `PAYLOAD` is 16 hex digits, or `record:ID` for the record payload of record `ID` under
 //! `KEY`. `sox in.wav -t f32 in.f32` and `sox -t f32 -r RATE -c 1 out.f32 out.wav` convert.
 
 use std::time::Instant;
 
-use voxproof_watermark::{detect, detect_each, embed, Detector, Payload};
+use voxproof_watermark::{detect_each, embed, Detector, Payload};
 
 fn read_f32(path: &str) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
@@ -35,7 +39,8 @@ fn write_f32(path: &str, samples: &[f32]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: raw_f32 embed KEY RATE PAYLOAD IN OUT | raw_f32 detect KEY RATE IN | \
+    let usage =
+        "usage: raw_f32 embed KEY RATE PAYLOAD IN OUT | raw_f32 detect KEY RATE IN [ISSUED] | \
                  raw_f32 scan KEY COUNT RATE IN...";
     match args.first().map(String::as_str) {
         Some("embed") if args.len() == 6 => {
@@ -62,11 +67,22 @@ fn main() {
             );
             write_f32(&args[5], &output);
         }
-        Some("detect") if args.len() == 4 => {
+        Some("detect") if args.len() == 4 || args.len() == 5 => {
             let rate: u32 = args[2].parse().expect("RATE");
             let input = read_f32(&args[3]);
+            let issued: Vec<Payload> = match args.get(4) {
+                Some(path) => std::fs::read_to_string(path)
+                    .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+                    .split_whitespace()
+                    .map(|hex| Payload(u64::from_str_radix(hex, 16).expect("ISSUED payload")))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let detector = Detector::new(args[1].as_bytes())
+                .expect("detector")
+                .with_issued_payloads(issued);
             let started = Instant::now();
-            let detection = detect(args[1].as_bytes(), rate, &input).expect("detect");
+            let detection = detector.detect(rate, &input).expect("detect");
             let elapsed = started.elapsed().as_secs_f64();
             println!(
                 "{}",

@@ -125,19 +125,28 @@
 //!   Gamma(*m*, 1) variable (*m* ≤ 16 pairs present) and `P(T ≥ t) ≤ (t/m)^m e^(m − t)`.
 //!
 //! The union bound then pays for every choice the detector makes: the *H* = 62,400
-//! hypotheses searched (refinement included), the codeword (2⁶⁴ payloads), and the four
-//! ways a verdict is reached (two statistics, each either for any payload or, below, for
-//! record payloads only). [`Detection::false_alarm`] is `4 · H · 2⁶⁴ · bound`, and a window
-//! counts as found when it is ≤ 10⁻⁸: for the coherent statistic, `z ≥ 12.26`; for the
-//! per-pair one with 16 pairs, `T ≥ 124`. Nothing here assumes Gaussian audio: the only
-//! randomness is the key's.
+//! hypotheses searched (refinement included), the codeword (2⁶⁴ payloads), and the six
+//! ways a verdict is reached (two statistics, each for any payload or, below, for record
+//! payloads only or for the deployment's issued payloads only). [`Detection::false_alarm`]
+//! is `6 · H · 2⁶⁴ · bound`, and a window counts as found when it is ≤ 10⁻⁸: for the
+//! coherent statistic, `z ≥ 12.30`; for the per-pair one with 16 pairs, `T ≥ 124.4`.
+//! Nothing here assumes Gaussian audio: the only randomness is the key's.
 //!
 //! **Record payloads.** The detector holds the key, so it can check a record payload's tag
 //! itself. When no payload passes as above, the best hypothesis of the window is decoded
 //! again by a list decoder (64 nearly matching codewords), and any whose tag is valid is
-//! judged against the 2³² valid record payloads only: `4 · H · 2³² · bound ≤ 10⁻⁸`, that is
-//! `z ≥ 10.30` (or `T ≥ 98`). Both ways together stay within the 10⁻⁸ per window, since the
-//! factor 4 already counts them.
+//! judged against the 2³² valid record payloads only: `6 · H · 2³² · bound ≤ 10⁻⁸`, that is
+//! `z ≥ 10.34` (or `T ≥ 98.5`). Both ways together stay within the 10⁻⁸ per window, since the
+//! factor 6 already counts them.
+//!
+//! **Issued payloads.** A deployment knows the payloads it issued (its provenance records).
+//! A detector given them ([`Detector::with_issued_payloads`]) judges each one directly where
+//! a window's blind decoding finds nothing, against those *N* payloads only:
+//! `6 · H · N · bound`, so `z ≥ 8.74` for a thousand records and `z ≥ 10.34` at most (2³²
+//! records). Nothing is decoded, so nothing can be decoded wrong: after Opus at 24 kbit/s
+//! the decoder's best codeword can lie dozens of bits from the right one while the right
+//! payload's statistics pass with room to spare. The factor 6 counts this way whether or not
+//! a detector uses it, so scores mean the same with and without issued payloads.
 //!
 //! **What a caller adds by validating.** A payload found the first way that the caller then
 //! checks with [`Payload::record_id`] must also carry a valid 32-bit tag (an HMAC under a

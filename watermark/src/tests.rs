@@ -444,3 +444,32 @@ fn long_windows_read_what_no_15_s_window_can() {
         assert_not_found(&detect(KEY, rate, crop).unwrap(), "a 15 s crop");
     }
 }
+
+#[test]
+fn issued_payloads_are_found_where_blind_decoding_misses() {
+    // A minute under white noise only 10 dB below it: no window decodes the payload blind,
+    // but the mark is there, and judging the deployment's issued payloads directly finds it.
+    let rate = 22_050;
+    let payload = Payload::for_record(KEY, 77);
+    let marked = embed(KEY, rate, payload, &speech_like(rate, 60.0, 61)).unwrap();
+    let mut noise = white_noise(rate, 60.0, 62);
+    scale_to_dbfs(&mut noise, rms_dbfs(&marked) - 10.0);
+    let noisy: Vec<f32> = marked.iter().zip(&noise).map(|(a, b)| a + b).collect();
+    assert_not_found(&detect(KEY, rate, &noisy).unwrap(), "blind");
+
+    let others: Vec<Payload> = (1000..3000)
+        .map(|id| Payload::for_record(KEY, id))
+        .collect();
+    let issued = Detector::new(KEY)
+        .unwrap()
+        .with_issued_payloads(others.iter().copied().chain([payload]));
+    // Blind: score 0; judged among 2001 issued payloads: 10.3.
+    assert_found(&issued.detect(rate, &noisy).unwrap(), payload, "issued");
+
+    // Without the right payload among them, the others are not mistaken for it.
+    let decoys = Detector::new(KEY).unwrap().with_issued_payloads(others);
+    assert_not_found(&decoys.detect(rate, &noisy).unwrap(), "decoys only");
+    // Nor does the unmarked original carry any of them.
+    let original = speech_like(rate, 60.0, 61);
+    assert_not_found(&issued.detect(rate, &original).unwrap(), "unmarked");
+}

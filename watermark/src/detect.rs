@@ -768,11 +768,12 @@ impl Detector {
         if thorough && !(best.false_alarm <= FOUND_FALSE_ALARM && confident) {
             // The issued payloads, each judged as it is: no decoding to miss it.
             let bits = issued_payload_bits(self.issued.len());
+            let evidence = Evidence::new(&dithered);
             let issued = self
                 .issued
                 .iter()
                 .map(|(payload, values)| {
-                    let false_alarm = self.judge(&dithered, values, hypotheses, bits);
+                    let false_alarm = evidence.bound(values, hypotheses, bits);
                     (false_alarm, payload, values)
                 })
                 .min_by(|a, b| a.0.total_cmp(&b.0));
@@ -827,23 +828,7 @@ impl Detector {
         hypotheses: f64,
         payload_bits: f64,
     ) -> f64 {
-        let mut per_pair = [Complex::<f64>::default(); PAIRS];
-        let mut pair_norm = [0f64; PAIRS];
-        for &(u, z) in dithered {
-            per_pair[u % PAIRS] += z * values[u] as f64;
-            pair_norm[u % PAIRS] += z.norm_sqr();
-        }
-        let z = coherent_z(dithered, values);
-        let terms: Vec<f64> = (0..PAIRS)
-            .filter(|&n| pair_norm[n] > 0.0)
-            .map(|n| per_pair[n].norm_sqr() / pair_norm[n])
-            .collect();
-        coherent_bound(z, hypotheses, payload_bits).min(incoherent_bound(
-            terms.iter().sum(),
-            terms.len(),
-            hypotheses,
-            payload_bits,
-        ))
+        Evidence::new(dithered).bound(values, hypotheses, payload_bits)
     }
 
     /// The part of the window that carries the mark: the run of slots with the greatest
@@ -928,6 +913,60 @@ fn pair_reliability(
         weights.map(|w| w * PAIRS as f64 / total)
     } else {
         [1.0; PAIRS]
+    }
+}
+
+/// A window's folded, dither-turned units, with what judging any codeword against them
+/// shares: each band pair's energy and the coherent statistic's normalization.
+struct Evidence<'a> {
+    units: &'a [(usize, Complex<f64>)],
+    pair_norm: [f64; PAIRS],
+    pairs_present: usize,
+    coherent_norm: f64,
+}
+
+impl<'a> Evidence<'a> {
+    fn new(units: &'a [(usize, Complex<f64>)]) -> Self {
+        let mut pair_norm = [0f64; PAIRS];
+        for &(u, z) in units {
+            pair_norm[u % PAIRS] += z.norm_sqr();
+        }
+        let total: f64 = pair_norm.iter().sum();
+        Self {
+            units,
+            pair_norm,
+            pairs_present: pair_norm.iter().filter(|&&n| n > 0.0).count(),
+            coherent_norm: (total / 2.0).sqrt(),
+        }
+    }
+
+    /// The false-alarm bound of the codeword whose unit values are `values`: the better of
+    /// the coherent statistic over all units and the per-band-pair statistic that lets each
+    /// pair's angle float. One pass gives both: the coherent sum is the real part of the
+    /// pairs' sums.
+    fn bound(&self, values: &[i8], hypotheses: f64, payload_bits: f64) -> f64 {
+        let mut per_pair = [Complex::<f64>::default(); PAIRS];
+        for &(u, z) in self.units {
+            per_pair[u % PAIRS] += z * values[u] as f64;
+        }
+        let coherent: f64 = per_pair.iter().map(|p| p.re).sum();
+        let z = if self.coherent_norm > 0.0 {
+            coherent / self.coherent_norm
+        } else {
+            0.0
+        };
+        let t: f64 = per_pair
+            .iter()
+            .zip(&self.pair_norm)
+            .filter(|(_, &norm)| norm > 0.0)
+            .map(|(p, norm)| p.norm_sqr() / norm)
+            .sum();
+        coherent_bound(z, hypotheses, payload_bits).min(incoherent_bound(
+            t,
+            self.pairs_present,
+            hypotheses,
+            payload_bits,
+        ))
     }
 }
 

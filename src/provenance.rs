@@ -104,14 +104,17 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         .trust_anchors
         .extend(args.trust_anchors.iter().cloned());
     let material = settings.load()?;
+    let index = local_index(&settings);
+    let issued: Vec<_> = index.records()?.iter().map(|r| r.watermark).collect();
     let result = voxproof_provenance::verify_file(
         &args.file,
         &VerifyOptions {
             trust_anchors: &material.trust_anchors,
             watermark_key: &material.watermark_key,
             max_seconds: args.max_seconds,
+            issued: &issued,
         },
-        &local_index(&settings),
+        &index,
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);

@@ -165,6 +165,7 @@ pub async fn verify(
     }
 
     let provenance = verifier.provenance.clone();
+    let issued = voxproof_scheduler::provenance::issued_payloads(&state.pool).await?;
     // Messages about the upload name it as the client did, not by its scratch path.
     let scratch_name = audio.display().to_string();
     let examination = tokio::task::spawn_blocking(move || {
@@ -172,6 +173,7 @@ pub async fn verify(
             trust_anchors: &provenance.trust_anchors,
             watermark_key: &provenance.watermark_key,
             max_seconds: MAX_EXAMINED_SECONDS,
+            issued: &issued,
         };
         let result = voxproof_provenance::examine(&audio, &options);
         drop(scratch);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p voxproof-watermark --example raw_f32 -- embed KEY RATE PAYLOAD IN.f32 OUT.f32
-//! cargo run --release -p voxproof-watermark --example raw_f32 -- detect KEY RATE IN.f32 [ISSUED]
+//! cargo run --release -p voxproof-watermark --example raw_f32 -- detect KEY RATE IN.f32
 //! cargo run --release -p voxproof-watermark --example raw_f32 -- scan KEY COUNT RATE IN.f32...
 //! ```
 //!
@@ -13,9 +13,9 @@
 //! none of these keys marked, that counts false accepts: the detector's false-alarm bound
 //! holds for each key's independent keyed pattern, whatever the audio.
 //!
-//! `ISSUED` is a file of payloads (16 hex digits each, whitespace-separated) that the
-//! deployment issued: the detector judges each of them where blind decoding finds nothing
-//! ([`Detector::with_issued_payloads`]).
+//! `detect` and `scan` take `--issued FILE`: payloads (16 hex digits each, whitespace-
+//! separated) the deployment issued, which the detector judges directly where blind
+//! decoding finds nothing ([`Detector::with_issued_payloads`]).
 //!
 //! `PAYLOAD` is 16 hex digits, or `record:ID` for the record payload of record `ID` under
 //! `KEY`. `sox in.wav -t f32 in.f32` and `sox -t f32 -r RATE -c 1 out.f32 out.wav` convert.
@@ -38,10 +38,22 @@ fn write_f32(path: &str, samples: &[f32]) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: raw_f32 embed KEY RATE PAYLOAD IN OUT | raw_f32 detect KEY RATE IN [ISSUED] | \
-                 raw_f32 scan KEY COUNT RATE IN...";
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let issued: Vec<Payload> = match args.iter().position(|a| a == "--issued") {
+        Some(at) if at + 1 < args.len() => {
+            let path = args.remove(at + 1);
+            args.remove(at);
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {path}: {e}"))
+                .split_whitespace()
+                .map(|hex| Payload(u64::from_str_radix(hex, 16).expect("ISSUED payload")))
+                .collect()
+        }
+        Some(_) => panic!("--issued needs a file"),
+        None => Vec::new(),
+    };
+    let usage = "usage: raw_f32 embed KEY RATE PAYLOAD IN OUT | raw_f32 detect KEY RATE IN | \
+                 raw_f32 scan KEY COUNT RATE IN... (detect and scan: [--issued FILE])";
     match args.first().map(String::as_str) {
         Some("embed") if args.len() == 6 => {
             let rate: u32 = args[2].parse().expect("RATE");
@@ -67,20 +79,12 @@ fn main() {
             );
             write_f32(&args[5], &output);
         }
-        Some("detect") if args.len() == 4 || args.len() == 5 => {
+        Some("detect") if args.len() == 4 => {
             let rate: u32 = args[2].parse().expect("RATE");
             let input = read_f32(&args[3]);
-            let issued: Vec<Payload> = match args.get(4) {
-                Some(path) => std::fs::read_to_string(path)
-                    .unwrap_or_else(|e| panic!("reading {path}: {e}"))
-                    .split_whitespace()
-                    .map(|hex| Payload(u64::from_str_radix(hex, 16).expect("ISSUED payload")))
-                    .collect(),
-                None => Vec::new(),
-            };
             let detector = Detector::new(args[1].as_bytes())
                 .expect("detector")
-                .with_issued_payloads(issued);
+                .with_issued_payloads(issued.clone());
             let started = Instant::now();
             let detection = detector.detect(rate, &input).expect("detect");
             let elapsed = started.elapsed().as_secs_f64();
@@ -97,7 +101,11 @@ fn main() {
             let count: usize = args[2].parse().expect("COUNT");
             let rate: u32 = args[3].parse().expect("RATE");
             let detectors: Vec<Detector> = (0..count)
-                .map(|i| Detector::new(format!("{}/{i}", args[1]).as_bytes()).expect("key"))
+                .map(|i| {
+                    Detector::new(format!("{}/{i}", args[1]).as_bytes())
+                        .expect("key")
+                        .with_issued_payloads(issued.clone())
+                })
                 .collect();
             let started = Instant::now();
             let (mut seconds, mut windows, mut found, mut best_score) = (0.0, 0, 0, 0f64);

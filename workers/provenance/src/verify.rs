@@ -121,6 +121,11 @@ pub struct VerifyOptions<'a> {
     pub watermark_key: &'a [u8],
     /// How much of the file's audio to search for the mark.
     pub max_seconds: f64,
+    /// The watermark payloads of this deployment's provenance records. Where blind decoding
+    /// reads nothing, the detector judges each of these directly, which still finds marks
+    /// that heavy lossy coding left too weak to decode (see
+    /// `voxproof_watermark::Detector::with_issued_payloads`). Empty: blind detection only.
+    pub issued: &'a [Payload],
 }
 
 /// What a file holds, before any record lookup.
@@ -140,6 +145,7 @@ pub fn examine(path: &Path, options: &VerifyOptions<'_>) -> Result<Examination, 
     let samples = decode_for_detection(path, options.max_seconds)?;
     let detection = Detector::new(options.watermark_key)
         .map_err(|e| ProvenanceError::Decode(format!("watermark key: {e}")))?
+        .with_issued_payloads(options.issued.iter().copied())
         .detect(DETECTION_RATE, &samples)
         .map_err(|e| ProvenanceError::Decode(e.to_string()))?;
     let record_id = detection

@@ -34,29 +34,6 @@ fn word_count(text: &str) -> usize {
     text.split_whitespace().count()
 }
 
-fn ffprobe(path: &Path) -> serde_json::Value {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_chapters",
-            "-show_streams",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe is installed by scripts/setup");
-    assert!(
-        out.status.success(),
-        "ffprobe cannot read {}: {}",
-        path.display(),
-        stderr(&out)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -163,21 +140,13 @@ fn markdown_chapters_reach_mp3_metadata_and_chapter_files() {
         .arg(&srt)
         .args(["--chapter-pause-ms", "0"])));
 
-    let probe = ffprobe(&mp3);
-    let duration: f64 = probe["format"]["duration"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let duration = support::duration_seconds(&mp3);
     assert!(duration > 5.0, "{duration}");
-    let titles: Vec<&str> = probe["chapters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["tags"]["title"].as_str().unwrap())
-        .collect();
-    assert_eq!(titles, ["The Harbor", "The Storm", "The Calm"]);
-    let last_end: f64 = probe["chapters"][2]["end_time"]
+    assert_eq!(
+        support::chapter_titles(&mp3),
+        ["The Harbor", "The Storm", "The Calm"]
+    );
+    let last_end: f64 = support::probe(&mp3)["chapters"][2]["end_time"]
         .as_str()
         .unwrap()
         .parse()
@@ -190,16 +159,7 @@ fn markdown_chapters_reach_mp3_metadata_and_chapter_files() {
     let files = files_in(&chapters);
     assert_eq!(files.len(), 3, "{files:?}");
     assert!(files[0].ends_with("001-the-harbor.mp3"));
-    let parts: f64 = files
-        .iter()
-        .map(|f| {
-            ffprobe(f)["format"]["duration"]
-                .as_str()
-                .unwrap()
-                .parse::<f64>()
-                .unwrap()
-        })
-        .sum();
+    let parts: f64 = files.iter().map(|f| support::duration_seconds(f)).sum();
     assert!(
         (parts - duration).abs() < 0.5,
         "chapter files sum to {parts}, book is {duration}"

@@ -414,16 +414,33 @@ impl Api {
     }
 }
 
-/// Chapter titles as ffprobe reads them.
-pub fn chapter_titles(path: &Path) -> Vec<String> {
-    let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_chapters", "-of", "json"])
+/// What ffprobe reads of a media file: format, streams and chapters, as its JSON.
+pub fn probe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_chapters",
+            "-show_streams",
+        ])
         .arg(path)
         .output()
-        .unwrap();
-    assert!(probe.status.success(), "ffprobe cannot read {path:?}");
-    let probe: Value = serde_json::from_slice(&probe.stdout).unwrap();
-    probe["chapters"]
+        .expect("ffprobe is installed by scripts/setup");
+    assert!(
+        out.status.success(),
+        "ffprobe cannot read {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Chapter titles as ffprobe reads them.
+pub fn chapter_titles(path: &Path) -> Vec<String> {
+    probe(path)["chapters"]
         .as_array()
         .unwrap()
         .iter()
@@ -433,24 +450,10 @@ pub fn chapter_titles(path: &Path) -> Vec<String> {
 
 /// Duration in seconds as ffprobe reads it.
 pub fn duration_seconds(path: &Path) -> f64 {
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(probe.status.success(), "ffprobe cannot read {path:?}");
-    String::from_utf8(probe.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    probe(path)["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("ffprobe gives {} no duration", path.display()))
 }
 
 /// A minimal valid EPUB 3 with a nav document: one XHTML file per chapter, in spine order.

@@ -18,12 +18,9 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         ],
         ..Options::default()
     });
-    let key = platform.key("acme");
-    let other = platform.key("globex");
-    let http = ::reqwest::Client::new();
-    let base = platform.base.clone();
+    let api = platform.client("acme");
+    let other = platform.client("globex");
     support::runtime().block_on(async {
-        let auth = |k: &str| format!("Bearer {k}");
         let book = "# One\n\nIt was a bright cold day. The clocks were striking.\n\n\
                     # Two\n\nSomewhere a dog barked. Then all was quiet.\n\n\
                     # Three\n\nThe end came softly, as ends do.";
@@ -31,26 +28,21 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
             "voice": "en_US-joe-medium", "text": book, "input_format": "markdown",
             "output_format": "mp3", "options": { "subtitles": true }, "priority": "interactive"
         });
-        let post = |body: Value, k: String, idem: Option<&str>| {
-            let mut r = http
-                .post(format!("{base}/v1/jobs"))
-                .header("authorization", auth(&k))
-                .json(&body);
+        let post = |body: Value, idem: Option<&str>| {
+            let mut r = api.post("/v1/jobs").json(&body);
             if let Some(i) = idem {
                 r = r.header("idempotency-key", i);
             }
             r.send()
         };
-        let created = post(request.clone(), key.clone(), Some("book-1"))
-            .await
-            .unwrap();
+        let created = post(request.clone(), Some("book-1")).await.unwrap();
         assert_eq!(created.status(), 202);
         let created: Value = created.json().await.unwrap();
         let id = created["id"].as_str().unwrap().to_string();
         assert_eq!(created["status"], "queued");
 
         // Same key, same request: the same job. Same key, other request: 409.
-        let again: Value = post(request.clone(), key.clone(), Some("book-1"))
+        let again: Value = post(request.clone(), Some("book-1"))
             .await
             .unwrap()
             .json()
@@ -59,28 +51,24 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         assert_eq!(again["id"], id.as_str());
         let mut changed = request.clone();
         changed["output_format"] = json!("wav");
-        let conflict = post(changed, key.clone(), Some("book-1")).await.unwrap();
+        let conflict = post(changed, Some("book-1")).await.unwrap();
         assert_eq!(conflict.status(), 409);
 
         // Errors: no key, another tenant, bad voice, bad format, bad JSON.
-        let no_key = http
-            .get(format!("{base}/v1/jobs/{id}"))
+        let no_key = api
+            .http
+            .get(format!("{}/v1/jobs/{id}", api.base))
             .send()
             .await
             .unwrap();
         assert_eq!(no_key.status(), 401);
         let body: Value = no_key.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
-        let foreign = http
-            .get(format!("{base}/v1/jobs/{id}"))
-            .header("authorization", auth(&other))
-            .send()
-            .await
-            .unwrap();
+        let foreign = other.get(&format!("/v1/jobs/{id}")).send().await.unwrap();
         assert_eq!(foreign.status(), 404);
         let mut bad_voice = request.clone();
         bad_voice["voice"] = json!("nobody");
-        let r = post(bad_voice, key.clone(), None).await.unwrap();
+        let r = post(bad_voice, None).await.unwrap();
         assert_eq!(r.status(), 422);
         assert_eq!(
             r.json::<Value>().await.unwrap()["error"]["code"],
@@ -88,7 +76,7 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         );
         let mut bad_format = request.clone();
         bad_format["output_format"] = json!("aiff");
-        let r = post(bad_format, key.clone(), None).await.unwrap();
+        let r = post(bad_format, None).await.unwrap();
         assert_eq!(
             r.json::<Value>().await.unwrap()["error"]["code"],
             "invalid_output_format"
@@ -97,7 +85,7 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         // Over the body limit (200 kB here): 413, whether JSON or an uploaded file.
         let mut huge = request.clone();
         huge["text"] = json!("word ".repeat(60_000));
-        let r = post(huge, key.clone(), None).await.unwrap();
+        let r = post(huge, None).await.unwrap();
         assert_eq!(r.status(), 413);
         assert_eq!(
             r.json::<Value>().await.unwrap()["error"]["code"],
@@ -110,13 +98,7 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
                 "file",
                 ::reqwest::multipart::Part::bytes(b"word ".repeat(46_000)).file_name("big.txt"),
             );
-        let r = http
-            .post(format!("{base}/v1/jobs"))
-            .header("authorization", auth(&key))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
+        let r = api.post("/v1/jobs").multipart(form).send().await.unwrap();
         assert_eq!(r.status(), 413);
         assert_eq!(
             r.json::<Value>().await.unwrap()["error"]["code"],
@@ -124,9 +106,8 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         );
 
         // The voices the deployment registered, with their model digests.
-        let voices: Value = http
-            .get(format!("{base}/v1/voices"))
-            .header("authorization", auth(&key))
+        let voices: Value = api
+            .get("/v1/voices")
             .send()
             .await
             .unwrap()
@@ -144,26 +125,7 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         assert_eq!(joe["model_sha256"].as_str().unwrap().len(), 64);
 
         // Wait for it.
-        let started = Instant::now();
-        let job = loop {
-            let job: Value = http
-                .get(format!("{base}/v1/jobs/{id}"))
-                .header("authorization", auth(&key))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if job["status"] == "succeeded" || job["status"] == "failed" {
-                break job;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "job stuck: {job}"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        };
+        let job = api.finished(&id, Duration::from_secs(120)).await;
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(
             job["progress"]["segments_done"],
@@ -183,20 +145,14 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         );
 
         // The audio reads back with its three chapters.
-        let audio = http
-            .get(format!("{base}/v1/jobs/{id}/result"))
-            .header("authorization", auth(&key))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(audio.status(), 200);
+        let (status, audio) = api.download(&format!("/v1/jobs/{id}/result")).await;
+        assert_eq!(status, 200);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("book.mp3");
-        std::fs::write(&path, audio.bytes().await.unwrap()).unwrap();
+        std::fs::write(&path, audio).unwrap();
         assert_eq!(support::chapter_titles(&path), ["One", "Two", "Three"]);
-        let vtt = http
-            .get(format!("{base}/v1/jobs/{id}/artifacts/subtitles.vtt"))
-            .header("authorization", auth(&key))
+        let vtt = api
+            .get(&format!("/v1/jobs/{id}/artifacts/subtitles.vtt"))
             .send()
             .await
             .unwrap()
@@ -234,9 +190,8 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         }
 
         // A finished job cannot be cancelled.
-        let cancel = http
-            .post(format!("{base}/v1/jobs/{id}/cancel"))
-            .header("authorization", auth(&key))
+        let cancel = api
+            .post(&format!("/v1/jobs/{id}/cancel"))
             .send()
             .await
             .unwrap();

@@ -209,7 +209,8 @@
 //! but soft values of about −2 to −3 dB per coded bit, and the decoder's best codeword 17–32
 //! payload bits from the right one. False accepts, with the level weights and 10,020
 //! issued payloads judged in every (window, key) trial: 0 in 20,068 trials, highest score
-//! 2.57. Before this session's changes, over 100,254 (window, key) trials (16.6 minutes of
+//! 2.57. With the detector before the data-unit search, level weights and issued payloads,
+//! over 100,254 (window, key) trials (16.6 minutes of
 //! unmarked speech, music-like sound, noise and human recordings searched with 682 keys),
 //! nothing was found; the highest score was 1.48.
 //!

@@ -84,7 +84,7 @@ fn main() {
             let input = read_f32(&args[3]);
             let detector = Detector::new(args[1].as_bytes())
                 .expect("detector")
-                .with_issued_payloads(issued.clone());
+                .with_issued_payloads(issued);
             let started = Instant::now();
             let detection = detector.detect(rate, &input).expect("detect");
             let elapsed = started.elapsed().as_secs_f64();

@@ -674,6 +674,7 @@ impl Detector {
             })
             .collect();
 
+        let evidence = Evidence::new(&dithered);
         let mut offsets = vec![Complex::new(1.0, 0.0); PAIRS];
         let mut reliability = [1.0; PAIRS];
         let mut best: Option<Decoding> = None;
@@ -687,13 +688,10 @@ impl Detector {
             }
             let payload = Payload(conv_code::decode(&soft));
             let values = self.layout.unit_values(&conv_code::encode(payload.0));
-            let false_alarm = self.verdict(&dithered, payload, &values, hypotheses);
+            let false_alarm = self.verdict(&evidence, payload, &values, hypotheses);
             // The angle of each band pair, from all its units as the decoding has them.
-            let mut per_pair = vec![Complex::<f64>::default(); PAIRS];
-            for &(u, z) in &dithered {
-                per_pair[u % PAIRS] += z * values[u] as f64;
-            }
-            let offsets_next: Vec<Complex<f64>> = per_pair
+            let offsets_next: Vec<Complex<f64>> = evidence
+                .pair_sums(&values)
                 .iter()
                 .map(|p| {
                     if p.norm() > 0.0 {
@@ -725,7 +723,7 @@ impl Detector {
                 // trust the payload only if it beats the runner-up clearly.
                 let z_of = |payload: u64| {
                     let values = self.layout.unit_values(&conv_code::encode(payload));
-                    coherent_z(&dithered, &values)
+                    evidence.coherent_z(&values)
                 };
                 let runner_up = list
                     .iter()
@@ -744,7 +742,7 @@ impl Detector {
                     continue;
                 }
                 let values = self.layout.unit_values(&conv_code::encode(payload.0));
-                let false_alarm = self.judge(&dithered, &values, hypotheses, RECORD_PAYLOAD_BITS);
+                let false_alarm = evidence.bound(&values, hypotheses, RECORD_PAYLOAD_BITS);
                 if record.as_ref().is_none_or(|r| false_alarm < r.false_alarm) {
                     record = Some(Decoding {
                         false_alarm,
@@ -768,7 +766,6 @@ impl Detector {
         if thorough && !(best.false_alarm <= FOUND_FALSE_ALARM && confident) {
             // The issued payloads, each judged as it is: no decoding to miss it.
             let bits = issued_payload_bits(self.issued.len());
-            let evidence = Evidence::new(&dithered);
             let issued = self
                 .issued
                 .iter()
@@ -805,30 +802,17 @@ impl Detector {
     /// payloads only when its tag is valid under this key.
     fn verdict(
         &self,
-        dithered: &[(usize, Complex<f64>)],
+        evidence: &Evidence<'_>,
         payload: Payload,
         values: &[i8],
         hypotheses: f64,
     ) -> f64 {
-        let any = self.judge(dithered, values, hypotheses, ANY_PAYLOAD_BITS);
+        let any = evidence.bound(values, hypotheses, ANY_PAYLOAD_BITS);
         if payload.record_id_under(&self.record_key).is_some() {
-            any.min(self.judge(dithered, values, hypotheses, RECORD_PAYLOAD_BITS))
+            any.min(evidence.bound(values, hypotheses, RECORD_PAYLOAD_BITS))
         } else {
             any
         }
-    }
-
-    /// The false-alarm bound of a decoded codeword's unit `values` against the folded,
-    /// dither-turned units: the better of the coherent statistic over all units and the
-    /// per-band-pair statistic that lets each pair's angle float.
-    fn judge(
-        &self,
-        dithered: &[(usize, Complex<f64>)],
-        values: &[i8],
-        hypotheses: f64,
-        payload_bits: f64,
-    ) -> f64 {
-        Evidence::new(dithered).bound(values, hypotheses, payload_bits)
     }
 
     /// The part of the window that carries the mark: the run of slots with the greatest
@@ -940,21 +924,36 @@ impl<'a> Evidence<'a> {
         }
     }
 
+    /// Each band pair's sum of units pointed the way `values` say.
+    fn pair_sums(&self, values: &[i8]) -> [Complex<f64>; PAIRS] {
+        let mut per_pair = [Complex::<f64>::default(); PAIRS];
+        for &(u, z) in self.units {
+            per_pair[u % PAIRS] += z * values[u] as f64;
+        }
+        per_pair
+    }
+
+    /// The coherent statistic `Σ a cos ψ / √(Σ a² / 2)` from the pairs' sums.
+    fn z_of(&self, per_pair: &[Complex<f64>; PAIRS]) -> f64 {
+        if self.coherent_norm > 0.0 {
+            per_pair.iter().map(|p| p.re).sum::<f64>() / self.coherent_norm
+        } else {
+            0.0
+        }
+    }
+
+    /// The coherent statistic of unit `values`.
+    fn coherent_z(&self, values: &[i8]) -> f64 {
+        self.z_of(&self.pair_sums(values))
+    }
+
     /// The false-alarm bound of the codeword whose unit values are `values`: the better of
     /// the coherent statistic over all units and the per-band-pair statistic that lets each
     /// pair's angle float. One pass gives both: the coherent sum is the real part of the
     /// pairs' sums.
     fn bound(&self, values: &[i8], hypotheses: f64, payload_bits: f64) -> f64 {
-        let mut per_pair = [Complex::<f64>::default(); PAIRS];
-        for &(u, z) in self.units {
-            per_pair[u % PAIRS] += z * values[u] as f64;
-        }
-        let coherent: f64 = per_pair.iter().map(|p| p.re).sum();
-        let z = if self.coherent_norm > 0.0 {
-            coherent / self.coherent_norm
-        } else {
-            0.0
-        };
+        let per_pair = self.pair_sums(values);
+        let z = self.z_of(&per_pair);
         let t: f64 = per_pair
             .iter()
             .zip(&self.pair_norm)
@@ -967,21 +966,6 @@ impl<'a> Evidence<'a> {
             hypotheses,
             payload_bits,
         ))
-    }
-}
-
-/// The coherent statistic of unit `values` against the folded, dither-turned units:
-/// `Σ a cos ψ / √(Σ a² / 2)`.
-fn coherent_z(dithered: &[(usize, Complex<f64>)], values: &[i8]) -> f64 {
-    let (mut sum, mut norm) = (0.0, 0.0);
-    for &(u, z) in dithered {
-        sum += (z * values[u] as f64).re;
-        norm += z.norm_sqr() / 2.0;
-    }
-    if norm > 0.0 {
-        sum / norm.sqrt()
-    } else {
-        0.0
     }
 }
 

@@ -104,8 +104,9 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
         .trust_anchors
         .extend(args.trust_anchors.iter().cloned());
     let material = settings.load()?;
-    let index = local_index(&settings);
-    let issued: Vec<_> = index.records()?.iter().map(|r| r.watermark).collect();
+    // Read once: its payloads are judged directly, and the found one is looked up in it.
+    let records = local_index(&settings).records()?;
+    let issued: Vec<_> = records.iter().map(|r| r.watermark).collect();
     let result = voxproof_provenance::verify_file(
         &args.file,
         &VerifyOptions {
@@ -114,7 +115,7 @@ pub fn verify(args: VerifyArgs) -> Result<()> {
             max_seconds: args.max_seconds,
             issued: &issued,
         },
-        &index,
+        &records,
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);

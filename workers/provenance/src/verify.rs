@@ -74,6 +74,13 @@ impl RecordLookup for crate::LocalIndex {
     }
 }
 
+/// Records already read (a local index read once for its issued payloads, say).
+impl RecordLookup for Vec<ProvenanceRecord> {
+    fn find_record(&self, record_id: u32) -> Result<Option<ProvenanceRecord>, ProvenanceError> {
+        Ok(self.iter().find(|r| r.record_id == record_id).cloned())
+    }
+}
+
 /// Decodes up to `max_seconds` of any audio file ffmpeg reads into mono samples at the
 /// detection rate.
 pub fn decode_for_detection(path: &Path, max_seconds: f64) -> Result<Vec<f32>, ProvenanceError> {

@@ -706,14 +706,7 @@ fn job_outputs_are_marked_signed_and_traced_by_the_public_verifier() {
 
         // The manifest stripped by a remux: the watermark leads back to the job's record.
         let stripped = dir.path().join("stripped.mp3");
-        let remux = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&book)
-            .args(["-map_metadata", "-1", "-c", "copy"])
-            .arg(&stripped)
-            .status()
-            .unwrap();
-        assert!(remux.success());
+        support::ffmpeg(&book, &["-map_metadata", "-1", "-c", "copy"], &stripped);
         let (status, verdict) = verify(
             &api,
             "stripped.mp3",
@@ -729,14 +722,7 @@ fn job_outputs_are_marked_signed_and_traced_by_the_public_verifier() {
         // Re-encoded as Opus at 24 kbit/s, where blind decoding often cannot read the mark:
         // the verifier also judges the payloads of the deployment's records directly.
         let opus = dir.path().join("reencoded.ogg");
-        let encoded = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-i"])
-            .arg(&stripped)
-            .args(["-c:a", "libopus", "-b:a", "24k"])
-            .arg(&opus)
-            .status()
-            .unwrap();
-        assert!(encoded.success());
+        support::ffmpeg(&stripped, &["-c:a", "libopus", "-b:a", "24k"], &opus);
         let (status, verdict) =
             verify(&api, "reencoded.ogg", std::fs::read(&opus).unwrap(), None).await;
         assert_eq!(status, 200);

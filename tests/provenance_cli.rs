@@ -221,14 +221,7 @@ fn synth_output_is_authentic_and_tampering_is_told_apart() {
 
     // Manifest stripped by a remux: the mark leads back to the record.
     let stripped = env.dir.join("stripped.wav");
-    let remux = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&wav)
-        .args(["-c", "copy"])
-        .arg(&stripped)
-        .status()
-        .unwrap();
-    assert!(remux.success());
+    support::ffmpeg(&wav, &["-c", "copy"], &stripped);
     let verdict = env.verify(&stripped);
     assert_eq!(verdict["verdict"], "stripped", "{verdict:#}");
     assert_eq!(verdict["c2pa"]["state"], "absent");
@@ -250,14 +243,7 @@ fn synth_output_is_authentic_and_tampering_is_told_apart() {
     // Opus at 24 kbit/s leaves the mark too weak to decode blind here (score about 4, 8
     // needed), but verify also judges the payloads of the records in its index directly.
     let opus = env.dir.join("reencoded.ogg");
-    let encoded = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-i"])
-        .arg(&stripped)
-        .args(["-c:a", "libopus", "-b:a", "24k"])
-        .arg(&opus)
-        .status()
-        .unwrap();
-    assert!(encoded.success());
+    support::ffmpeg(&stripped, &["-c:a", "libopus", "-b:a", "24k"], &opus);
     let verdict = env.verify(&opus);
     assert_eq!(verdict["verdict"], "stripped", "{verdict:#}");
     assert_eq!(

@@ -414,6 +414,23 @@ impl Api {
     }
 }
 
+/// `ffmpeg -i input OPTIONS output`, which must succeed: a remux or a re-encode.
+pub fn ffmpeg(input: &Path, options: &[&str], output: &Path) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(input)
+        .args(options)
+        .arg(output)
+        .output()
+        .expect("ffmpeg is installed by scripts/setup");
+    assert!(
+        out.status.success(),
+        "ffmpeg {options:?} {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// What ffprobe reads of a media file: format, streams and chapters, as its JSON.
 pub fn probe(path: &Path) -> Value {
     let out = Command::new("ffprobe")

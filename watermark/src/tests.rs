@@ -425,6 +425,14 @@ fn embedding_always_ends() {
         .expect("an embedding did not end");
 }
 
+/// `signal` (at 22.05 kHz) plus white noise `db_below` its level, drawn from `seed`.
+fn under_white_noise(signal: &[f32], db_below: f64, seed: u64) -> Vec<f32> {
+    let seconds = signal.len() as f64 / 22_050.0;
+    let mut noise = white_noise(22_050, seconds, seed);
+    scale_to_dbfs(&mut noise, rms_dbfs(signal) - db_below);
+    signal.iter().zip(&noise).map(|(a, b)| a + b).collect()
+}
+
 #[test]
 fn long_windows_read_what_no_15_s_window_can() {
     // A minute of speech-like audio under white noise 11 dB below it: too little of the mark
@@ -432,9 +440,7 @@ fn long_windows_read_what_no_15_s_window_can() {
     let rate = 22_050;
     let payload = Payload::for_record(KEY, 9);
     let marked = embed(KEY, rate, payload, &speech_like(rate, 60.0, 51)).unwrap();
-    let mut noise = white_noise(rate, 60.0, 52);
-    scale_to_dbfs(&mut noise, rms_dbfs(&marked) - 11.0);
-    let noisy: Vec<f32> = marked.iter().zip(&noise).map(|(a, b)| a + b).collect();
+    let noisy = under_white_noise(&marked, 11.0, 52);
     let detection = detect(KEY, rate, &noisy).unwrap();
     assert_found(&detection, payload, "60 s window");
     // Seven 15 s windows found nothing, so the long one was examined too.
@@ -452,9 +458,7 @@ fn issued_payloads_are_found_where_blind_decoding_misses() {
     let rate = 22_050;
     let payload = Payload::for_record(KEY, 77);
     let marked = embed(KEY, rate, payload, &speech_like(rate, 60.0, 61)).unwrap();
-    let mut noise = white_noise(rate, 60.0, 62);
-    scale_to_dbfs(&mut noise, rms_dbfs(&marked) - 10.0);
-    let noisy: Vec<f32> = marked.iter().zip(&noise).map(|(a, b)| a + b).collect();
+    let noisy = under_white_noise(&marked, 10.0, 62);
     assert_not_found(&detect(KEY, rate, &noisy).unwrap(), "blind");
 
     let others: Vec<Payload> = (1000..3000)

@@ -287,6 +287,92 @@ fn the_open_job_limit_holds_under_a_burst_of_concurrent_requests() {
     );
 }
 
+/// Whether a stored segment holds as many bytes as its header's sample counts call for
+/// (the header: 8 bytes of magic, the sample rate, the item count and each item's count).
+fn whole_segment(path: &std::path::Path) -> bool {
+    let bytes = std::fs::read(path).unwrap();
+    let word = |at: usize| u64::from(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()));
+    let items = word(12) as usize;
+    let samples: u64 = (0..items).map(|i| word(16 + 4 * i)).sum();
+    bytes.len() as u64 == 16 + 4 * items as u64 + 4 * samples
+}
+
+/// A resubmitted book reuses the segments its first rendering stored (content-addressed: the
+/// same voice, settings and words), and renders again only the one whose stored audio was
+/// damaged meanwhile.
+#[test]
+fn a_resubmitted_book_reuses_finished_segments_and_rerenders_a_damaged_one() {
+    let platform = Platform::start();
+    let api = platform.client("acme");
+    let storage = std::path::PathBuf::from(
+        platform
+            .env_value("VOXPROOF_STORAGE")
+            .strip_prefix("file://")
+            .unwrap(),
+    );
+    let sentences = 14; // three segments
+    support::runtime().block_on(async {
+        let first = api.submit(&numbered_job(sentences)).await;
+        let job = api.finished(&first, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let keys: Vec<String> = platform
+            .sql(&format!(
+                "SELECT content_key FROM segments WHERE job_id = '{first}' ORDER BY index"
+            ))
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        let stored = |key: &str| {
+            let meta = std::fs::metadata(storage.join(key)).unwrap();
+            (meta.len(), meta.modified().unwrap())
+        };
+        let before: Vec<_> = keys.iter().map(|k| stored(k)).collect();
+        // The middle segment loses its last sample.
+        let damaged = storage.join(&keys[1]);
+        assert!(whole_segment(&damaged));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&damaged)
+            .unwrap()
+            .set_len(before[1].0 - 4)
+            .unwrap();
+        assert!(!whole_segment(&damaged));
+        std::thread::sleep(Duration::from_millis(20)); // a rewrite gets a later time
+
+        let second = api.submit(&numbered_job(sentences)).await;
+        assert_ne!(second, first);
+        let job = api.finished(&second, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let second_keys = platform.sql(&format!(
+            "SELECT content_key FROM segments WHERE job_id = '{second}' ORDER BY index"
+        ));
+        assert_eq!(
+            second_keys,
+            keys.join("\n"),
+            "the same words, the same keys"
+        );
+        let after: Vec<_> = keys.iter().map(|k| stored(k)).collect();
+        assert_eq!(
+            after[0], before[0],
+            "a finished segment is reused, not rewritten"
+        );
+        assert_eq!(
+            after[2], before[2],
+            "a finished segment is reused, not rewritten"
+        );
+        assert!(
+            after[1].1 > before[1].1,
+            "the damaged segment is rendered again"
+        );
+        assert!(
+            whole_segment(&damaged),
+            "the rewritten segment is whole again"
+        );
+        assert_each_sentence_once(&api, &second, sentences).await;
+    });
+}
+
 /// Queue messages arrive in any order, but a claim takes the job's lowest claimable segment,
 /// so the assembler (which needs them in order) never waits on one rendered last.
 #[test]

@@ -91,7 +91,8 @@ pub fn content_key(voice: &str, settings: &RenderSettings, items: &[Item]) -> St
         })
         .collect();
     let mut h = Sha256::new();
-    h.update(b"voxproof-segment-v1\0");
+    // v2: segments are stored with their sample counts first (`voxproof-jobs` blob).
+    h.update(b"voxproof-segment-v2\0");
     h.update(serde_json::to_vec(settings).unwrap_or_default());
     h.update([0]);
     h.update(serde_json::to_vec(&spoken).unwrap_or_default());

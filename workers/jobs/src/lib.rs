@@ -119,11 +119,11 @@ pub async fn load_provenance(config: &Config) -> anyhow::Result<voxproof_provena
 /// Records this host's voices in Postgres, so the API can list what the deployment renders.
 pub async fn register_local_voices(pool: &sqlx::PgPool) -> anyhow::Result<usize> {
     let records = tokio::task::spawn_blocking(|| {
-        voxproof_voice::list_voices()
+        voxproof_voice::local_voices()
             .into_iter()
-            .filter_map(|summary| {
-                // A voice that no longer loads is simply not offered.
-                let voice = voxproof_voice::Voice::open(&summary.model_path).ok()?;
+            .filter_map(|voice| {
+                let summary = voxproof_voice::VoiceSummary::of(&voice);
+                // A voice whose model cannot be read is simply not offered.
                 let digest = voxproof_voice::model_sha256_cached(&voice.model_path).ok()?;
                 let mut speakers: Vec<(i64, String)> = voice
                     .config

@@ -2,11 +2,12 @@
 //! it, mark the segment done, and queue the assembly when it was the last one.
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use uuid::Uuid;
 use voxproof_scheduler::jobs::{self, SegmentClaim, SegmentWork};
 use voxproof_scheduler::model::JobRow;
 use voxproof_scheduler::queue::Task;
-use voxproof_synth::{SentenceEngine, Speaking};
+use voxproof_synth::{PreparedSentence, SentenceEngine, Speaking};
 use voxproof_text::Item;
 
 use crate::{blob, Shared};
@@ -69,21 +70,24 @@ pub async fn segment(shared: &Shared, job_id: Uuid) -> anyhow::Result<()> {
 /// reuse lookup and the upload happen outside it, so a session never waits on storage.
 async fn render_and_store(shared: &Shared, work: &SegmentWork) -> anyhow::Result<i64> {
     // A finished segment with the same content (a retry, a resubmitted book) is reused.
-    if let Ok(bytes) = shared.storage.get_bytes(&work.content_key).await {
-        if let Ok((_, items)) = blob::decode(&bytes) {
-            if items.len() == work.items.len() {
-                return Ok(items.iter().map(|i| i.len() as i64).sum());
-            }
-        }
+    if let Some(samples) = stored_samples(shared, work).await {
+        return Ok(samples);
     }
     let engine = shared.engine(&work.job).await?;
     let speaking = speaking(&work.job, &engine)?;
+    // Phonemized before a model slot is taken: with the segment this process claims ahead,
+    // espeak-ng works while the sessions render, and a freed session starts at once.
     let items = work.items.clone();
+    let prepared = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || prepare_items(&engine, &items, &speaking)).await??
+    };
     let slot = shared.slots.acquire(work.job.priority()).await;
     let rendered = tokio::task::spawn_blocking(move || {
-        let rendered = render_items(&engine, slot.index, &items, &speaking);
+        let rendered = engine.render(slot.index, &prepared);
+        let sample_rate = engine.voice().sample_rate();
         drop(slot);
-        rendered
+        rendered.map(|pcm| (sample_rate, pcm))
     })
     .await??;
     let samples = rendered.1.iter().map(|i| i.len() as i64).sum();
@@ -99,6 +103,26 @@ async fn render_and_store(shared: &Shared, work: &SegmentWork) -> anyhow::Result
     Ok(samples)
 }
 
+/// The samples of a finished segment stored under the work's content key, when there is
+/// one to reuse: its header must list the work's items and account for the object's size.
+/// Only the header is fetched (the assembly reads the samples).
+async fn stored_samples(shared: &Shared, work: &SegmentWork) -> Option<i64> {
+    let (size, mut stream) = shared.storage.get_stream(&work.content_key).await.ok()?;
+    let mut prefix = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        prefix.extend_from_slice(&chunk.ok()?);
+        if let Some(header) = blob::header(&prefix).ok()? {
+            let reusable =
+                header.lengths.len() == work.items.len() && header.stored_bytes() == size;
+            return reusable.then(|| header.samples() as i64);
+        }
+        if prefix.len() > blob::header_bytes(work.items.len()) {
+            return None; // a header this long cannot list the work's items
+        }
+    }
+    None
+}
+
 pub fn speaking(job: &JobRow, engine: &SentenceEngine) -> anyhow::Result<Speaking> {
     let options = &job.options.0;
     Ok(Speaking {
@@ -109,18 +133,17 @@ pub fn speaking(job: &JobRow, engine: &SentenceEngine) -> anyhow::Result<Speakin
     })
 }
 
-fn render_items(
+/// The model input of each item: `None` for items with no speech.
+fn prepare_items(
     engine: &SentenceEngine,
-    slot: usize,
     items: &[Item],
     speaking: &Speaking,
-) -> anyhow::Result<(u32, Vec<Vec<f32>>)> {
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        out.push(match item {
-            Item::Sentence(sentence) => engine.render(slot, sentence, speaking)?,
-            _ => Vec::new(),
-        });
-    }
-    Ok((engine.voice().sample_rate(), out))
+) -> anyhow::Result<Vec<Option<PreparedSentence>>> {
+    items
+        .iter()
+        .map(|item| match item {
+            Item::Sentence(sentence) => Ok(Some(engine.prepare(sentence, speaking)?)),
+            _ => Ok(None),
+        })
+        .collect()
 }

@@ -306,16 +306,14 @@ pub fn synthesize(
             }
         });
 
-        // Model sessions: render sentences in parallel, one core each when there are enough
-        // (measured: about 3% faster than letting the scheduler move them).
-        let pin = model.pool_size() <= allowed_cores().len();
+        // Model sessions: render sentences in parallel, on a core each where they fill the
+        // machine (see `pins_sessions`).
+        let pin = pins_sessions(model.pool_size());
         for slot in 0..model.pool_size() {
             let (tasks, done) = (task_rx.clone(), done_tx.clone());
             let model = &model;
             scope.spawn(move || {
-                if pin {
-                    pin_to_core(slot);
-                }
+                let _pin = pin.then(|| CorePin::hold(slot));
                 for task in tasks {
                     let inputs = ModelInputs {
                         length_scale: task.length_scale,
@@ -443,7 +441,7 @@ fn write_in_order(
     Ok(())
 }
 
-/// The CPUs this process may run on.
+/// The CPUs this thread may run on.
 #[cfg(target_os = "linux")]
 fn allowed_cores() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the zeroed set we pass with its size.
@@ -463,20 +461,52 @@ fn allowed_cores() -> Vec<usize> {
     Vec::new()
 }
 
-/// Keeps the calling thread on the `slot`-th allowed CPU, so a model session keeps its
-/// caches. Best effort: a refusal leaves the thread where it is.
-fn pin_to_core(slot: usize) {
+/// Restricts the calling thread to `cores`. Best effort: a refusal leaves it where it is.
+fn set_thread_cores(cores: &[usize]) {
     #[cfg(target_os = "linux")]
-    if let Some(&cpu) = allowed_cores().get(slot) {
+    if !cores.is_empty() {
         // SAFETY: the set is initialized before use and passed with its size.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut set);
+            for &cpu in cores {
+                libc::CPU_SET(cpu, &mut set);
+            }
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = slot;
+    let _ = cores;
+}
+
+/// Whether `sessions` model sessions get a core each. Only when they are exactly as many as
+/// the cores this process may use: then each session keeps its core's caches (measured:
+/// about 3% faster than letting the scheduler move them). With fewer sessions than cores,
+/// other processes on the machine (a second worker, a second `synth`) would pin their
+/// sessions to the same first cores and leave the rest idle.
+fn pins_sessions(sessions: usize) -> bool {
+    sessions == allowed_cores().len()
+}
+
+/// Keeps the calling thread on the `slot`-th allowed CPU while held; dropping it gives the
+/// thread back the cores it had, so a pooled thread is not left on one core.
+struct CorePin {
+    previous: Vec<usize>,
+}
+
+impl CorePin {
+    fn hold(slot: usize) -> Self {
+        let previous = allowed_cores();
+        if let Some(&cpu) = previous.get(slot) {
+            set_thread_cores(&[cpu]);
+        }
+        Self { previous }
+    }
+}
+
+impl Drop for CorePin {
+    fn drop(&mut self) {
+        set_thread_cores(&self.previous);
+    }
 }
 
 /// Cuts the model's leading and trailing near-silence down to a short margin and fades the
@@ -839,7 +869,7 @@ pub struct Written {
     pub chapters: usize,
 }
 
-/// Per-job speaking settings for [`SentenceEngine::render`].
+/// Per-job speaking settings for [`SentenceEngine::prepare`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Speaking {
     pub speaker_id: Option<i64>,
@@ -848,12 +878,22 @@ pub struct Speaking {
     pub noise_w: Option<f32>,
 }
 
+/// One sentence phonemized and ready for the model: the input ids of each sentence
+/// espeak-ng found in it (usually one) and the model's settings.
+#[derive(Debug, Clone)]
+pub struct PreparedSentence {
+    ids: Vec<Vec<i64>>,
+    inputs: ModelInputs,
+}
+
 /// A voice loaded for rendering one sentence at a time on any of its sessions: what the
 /// platform's segment workers use, each concurrent task holding one session slot.
 pub struct SentenceEngine {
     voice: Voice,
     espeak: &'static Espeak,
     model: VoiceModel,
+    /// Whether a session runs on its own core (see `pins_sessions`).
+    pin: bool,
 }
 
 impl std::fmt::Debug for SentenceEngine {
@@ -861,6 +901,7 @@ impl std::fmt::Debug for SentenceEngine {
         f.debug_struct("SentenceEngine")
             .field("voice", &self.voice.name)
             .field("sessions", &self.model.pool_size())
+            .field("pin", &self.pin)
             .finish()
     }
 }
@@ -869,10 +910,12 @@ impl SentenceEngine {
     pub fn load(voice: Voice, settings: &SynthSettings) -> Result<Self, SynthError> {
         let espeak = Espeak::shared(&settings.espeak_data)?;
         let model = load_model(&voice, settings)?;
+        let pin = settings.provider == ExecutionProvider::Cpu && pins_sessions(model.pool_size());
         Ok(Self {
             voice,
             espeak,
             model,
+            pin,
         })
     }
 
@@ -889,13 +932,14 @@ impl SentenceEngine {
         self.model.run_seconds()
     }
 
-    /// The trimmed PCM of one sentence, on session `slot`.
-    pub fn render(
+    /// Phonemizes one sentence for the model. It needs no session, so callers do it before
+    /// taking one (as `synthesize` phonemizes ahead of its sessions): espeak-ng's time then
+    /// overlaps other sessions' model time instead of leaving a session idle.
+    pub fn prepare(
         &self,
-        slot: usize,
         sentence: &voxproof_text::Sentence,
         speaking: &Speaking,
-    ) -> Result<Vec<f32>, SynthError> {
+    ) -> Result<PreparedSentence, SynthError> {
         if !(0.25..=4.0).contains(&speaking.rate) {
             return Err(SynthError::Settings(format!(
                 "rate {} is outside 0.25–4.0",
@@ -910,12 +954,32 @@ impl SentenceEngine {
             speaker_id: speaking.speaker_id,
         };
         let unknown = AtomicUsize::new(0);
-        let mut pcm = Vec::new();
-        for ids in model_ids(&self.voice, self.espeak, sentence, &unknown)? {
-            let samples = self.model.infer(slot, &ids, &inputs)?;
-            pcm.extend(trim_silence(&samples, self.voice.sample_rate()));
-        }
-        Ok(pcm)
+        let ids = model_ids(&self.voice, self.espeak, sentence, &unknown)?;
+        Ok(PreparedSentence { ids, inputs })
+    }
+
+    /// The trimmed PCM of each prepared sentence (`None`: an item with no speech, which
+    /// renders empty), in order, on session `slot`. The calling thread stays on the slot's
+    /// core meanwhile where sessions are pinned.
+    pub fn render(
+        &self,
+        slot: usize,
+        sentences: &[Option<PreparedSentence>],
+    ) -> Result<Vec<Vec<f32>>, SynthError> {
+        let _pin = self.pin.then(|| CorePin::hold(slot));
+        sentences
+            .iter()
+            .map(|sentence| {
+                let mut pcm = Vec::new();
+                if let Some(sentence) = sentence {
+                    for ids in &sentence.ids {
+                        let samples = self.model.infer(slot, ids, &sentence.inputs)?;
+                        pcm.extend(trim_silence(&samples, self.voice.sample_rate()));
+                    }
+                }
+                Ok(pcm)
+            })
+            .collect()
     }
 }
 
@@ -957,6 +1021,30 @@ fn file_stem(title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_pinned_session_gets_its_core_and_gives_it_back() {
+        let cores = allowed_cores();
+        assert!(!cores.is_empty());
+        let last = cores.len() - 1;
+        {
+            let _pin = CorePin::hold(last);
+            assert_eq!(allowed_cores(), vec![cores[last]]);
+        }
+        assert_eq!(allowed_cores(), cores, "the thread's cores are restored");
+        assert!(pins_sessions(cores.len()));
+        assert!(
+            !pins_sessions(cores.len() + 1),
+            "more sessions than cores share them"
+        );
+        if cores.len() > 1 {
+            assert!(
+                !pins_sessions(1),
+                "a session that leaves cores free is not pinned"
+            );
+        }
+    }
 
     #[test]
     fn trimming_keeps_a_margin_and_fades() {

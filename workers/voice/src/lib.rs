@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 pub use config::{InferenceConfig, VoiceConfig};
 pub use espeak::Espeak;
 pub use ids::phonemes_to_ids;
-pub use library::{install_voice, list_voices, model_sha256, model_sha256_cached, VoiceSummary};
+pub use library::{
+    install_voice, list_voices, local_voices, model_sha256, model_sha256_cached, VoiceSummary,
+};
 pub use runtime::{environment, ExecutionProvider, ModelInputs, PoolOptions, VoiceModel};
 
 #[derive(Debug, thiserror::Error)]

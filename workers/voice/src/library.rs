@@ -40,7 +40,12 @@ impl VoiceSummary {
 /// Every loadable voice in the search folders, sorted by name; a name found twice is listed
 /// once (the first folder wins, as in [`Voice::find`]).
 pub fn list_voices() -> Vec<VoiceSummary> {
-    let mut found: Vec<VoiceSummary> = Vec::new();
+    local_voices().iter().map(VoiceSummary::of).collect()
+}
+
+/// Every loadable voice in the search folders, opened, in the order of [`list_voices`].
+pub fn local_voices() -> Vec<Voice> {
+    let mut found: Vec<Voice> = Vec::new();
     for dir in paths::voice_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -53,7 +58,7 @@ pub fn list_voices() -> Vec<VoiceSummary> {
         for model in models {
             if let Ok(voice) = Voice::open(&model) {
                 if !found.iter().any(|v| v.name == voice.name) {
-                    found.push(VoiceSummary::of(&voice));
+                    found.push(voice);
                 }
             }
         }

@@ -25,7 +25,7 @@ use voxproof_synth::{SentenceEngine, SynthSettings};
 use voxproof_voice::ExecutionProvider;
 
 pub use assemble::audio_content_type;
-pub use slots::{Slot, Slots};
+pub use slots::{Slot, SlotThreads, Slots};
 
 /// How a worker process runs.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct Shared {
     pub queue: Queue,
     pub storage: Arc<dyn Storage>,
     pub slots: Slots,
+    /// Where each slot's session runs.
+    pub slot_threads: SlotThreads,
     /// The watermark key and signer every assembled file is marked and signed with.
     pub provenance: Arc<voxproof_provenance::Provenance>,
     /// This process's name in leases and queue registrations.
@@ -211,6 +213,7 @@ pub async fn run(
     let name = process_name();
     let shared = Arc::new(Shared {
         slots: Slots::new(options.concurrency),
+        slot_threads: SlotThreads::new(options.concurrency)?,
         provenance,
         config,
         pool,

@@ -83,13 +83,16 @@ async fn render_and_store(shared: &Shared, work: &SegmentWork) -> anyhow::Result
         tokio::task::spawn_blocking(move || prepare_items(&engine, &items, &speaking)).await??
     };
     let slot = shared.slots.acquire(work.job.priority()).await;
-    let rendered = tokio::task::spawn_blocking(move || {
-        let rendered = engine.render(slot.index, &prepared);
-        let sample_rate = engine.voice().sample_rate();
-        drop(slot);
-        rendered.map(|pcm| (sample_rate, pcm))
-    })
-    .await??;
+    let index = slot.index;
+    let rendered = shared
+        .slot_threads
+        .run(index, move || {
+            let rendered = engine.render(slot.index, &prepared);
+            let sample_rate = engine.voice().sample_rate();
+            drop(slot);
+            rendered.map(|pcm| (sample_rate, pcm))
+        })
+        .await??;
     let samples = rendered.1.iter().map(|i| i.len() as i64).sum();
     let bytes = blob::encode(rendered.0, &rendered.1);
     shared

@@ -95,6 +95,59 @@ impl Slots {
     }
 }
 
+type SlotWork = Box<dyn FnOnce() + Send>;
+
+/// One thread per model slot, for the life of the process: a slot's session always runs on
+/// the same thread, as each session of `voxproof synth` does, rather than on whichever
+/// pooled blocking thread is free. The thread also carries its core pinning (see
+/// `voxproof_synth::SentenceEngine::render`).
+#[derive(Debug)]
+pub struct SlotThreads {
+    senders: Vec<std::sync::mpsc::Sender<SlotWork>>,
+}
+
+impl SlotThreads {
+    pub fn new(count: usize) -> std::io::Result<Self> {
+        let senders = (0..count.max(1))
+            .map(|slot| {
+                let (tx, rx) = std::sync::mpsc::channel::<SlotWork>();
+                std::thread::Builder::new()
+                    .name(format!("voxproof-slot-{slot}"))
+                    // Ends when the process drops its last sender. A panic ends only the
+                    // work in hand (its caller hears of it), not the slot's thread.
+                    .spawn(move || {
+                        for work in rx {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
+                        }
+                    })?;
+                Ok(tx)
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { senders })
+    }
+
+    /// Runs `work` on slot `slot`'s thread and waits for its result without blocking the
+    /// async runtime.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        slot: usize,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let (tx, rx) = oneshot::channel();
+        let sender = self
+            .senders
+            .get(slot)
+            .ok_or_else(|| anyhow::anyhow!("no model slot {slot}"))?;
+        sender
+            .send(Box::new(move || {
+                let _ = tx.send(work());
+            }))
+            .map_err(|_| anyhow::anyhow!("model slot {slot}'s thread has stopped"))?;
+        rx.await
+            .map_err(|_| anyhow::anyhow!("model slot {slot}'s work panicked"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +173,26 @@ mod tests {
         interactive.await.unwrap();
         bulk.await.unwrap();
         assert_eq!(*order.lock().unwrap(), vec!["interactive", "bulk"]);
+    }
+
+    #[tokio::test]
+    async fn a_slot_s_work_always_runs_on_that_slot_s_thread() {
+        let threads = SlotThreads::new(2).unwrap();
+        let name = || std::thread::current().name().map(str::to_owned);
+        let mut seen = Vec::new();
+        for slot in [0, 1, 0, 1, 1] {
+            seen.push((slot, threads.run(slot, name).await.unwrap()));
+        }
+        for (slot, thread) in seen {
+            assert_eq!(thread, Some(format!("voxproof-slot-{slot}")));
+        }
+        assert!(threads.run(2, || ()).await.is_err(), "no third slot");
+        let panicked = threads.run(0, || panic!("model failure")).await;
+        assert!(panicked.is_err());
+        assert_eq!(
+            threads.run(0, name).await.unwrap(),
+            Some("voxproof-slot-0".to_string()),
+            "a panic in a slot's work does not stop its thread"
+        );
     }
 }

@@ -99,8 +99,8 @@ type SlotWork = Box<dyn FnOnce() + Send>;
 
 /// One thread per model slot, for the life of the process: a slot's session always runs on
 /// the same thread, as each session of `voxproof synth` does, rather than on whichever
-/// pooled blocking thread is free. The thread also carries its core pinning (see
-/// `voxproof_synth::SentenceEngine::render`).
+/// pooled blocking thread is free, and keeps the core it may be given there (see
+/// `voxproof_synth::dedicate_session_thread`).
 #[derive(Debug)]
 pub struct SlotThreads {
     senders: Vec<std::sync::mpsc::Sender<SlotWork>>,
@@ -108,7 +108,8 @@ pub struct SlotThreads {
 
 impl SlotThreads {
     pub fn new(count: usize) -> std::io::Result<Self> {
-        let senders = (0..count.max(1))
+        let count = count.max(1);
+        let senders = (0..count)
             .map(|slot| {
                 let (tx, rx) = std::sync::mpsc::channel::<SlotWork>();
                 std::thread::Builder::new()
@@ -116,6 +117,7 @@ impl SlotThreads {
                     // Ends when the process drops its last sender. A panic ends only the
                     // work in hand (its caller hears of it), not the slot's thread.
                     .spawn(move || {
+                        voxproof_synth::dedicate_session_thread(slot, count);
                         for work in rx {
                             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work));
                         }

@@ -306,14 +306,13 @@ pub fn synthesize(
             }
         });
 
-        // Model sessions: render sentences in parallel, on a core each where they fill the
-        // machine (see `pins_sessions`).
-        let pin = pins_sessions(model.pool_size());
-        for slot in 0..model.pool_size() {
+        // Model sessions: render sentences in parallel, each on a thread of its own.
+        let sessions = model.pool_size();
+        for slot in 0..sessions {
             let (tasks, done) = (task_rx.clone(), done_tx.clone());
             let model = &model;
             scope.spawn(move || {
-                let _pin = pin.then(|| CorePin::hold(slot));
+                dedicate_session_thread(slot, sessions);
                 for task in tasks {
                     let inputs = ModelInputs {
                         length_scale: task.length_scale,
@@ -461,21 +460,20 @@ fn allowed_cores() -> Vec<usize> {
     Vec::new()
 }
 
-/// Restricts the calling thread to `cores`. Best effort: a refusal leaves it where it is.
-fn set_thread_cores(cores: &[usize]) {
+/// Keeps the calling thread on the `slot`-th allowed CPU. Best effort: a refusal leaves
+/// the thread where it is.
+fn pin_to_core(slot: usize) {
     #[cfg(target_os = "linux")]
-    if !cores.is_empty() {
+    if let Some(&cpu) = allowed_cores().get(slot) {
         // SAFETY: the set is initialized before use and passed with its size.
         unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            for &cpu in cores {
-                libc::CPU_SET(cpu, &mut set);
-            }
+            libc::CPU_SET(cpu, &mut set);
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = cores;
+    let _ = slot;
 }
 
 /// Whether `sessions` model sessions get a core each. Only when they are exactly as many as
@@ -487,25 +485,13 @@ fn pins_sessions(sessions: usize) -> bool {
     sessions == allowed_cores().len()
 }
 
-/// Keeps the calling thread on the `slot`-th allowed CPU while held; dropping it gives the
-/// thread back the cores it had, so a pooled thread is not left on one core.
-struct CorePin {
-    previous: Vec<usize>,
-}
-
-impl CorePin {
-    fn hold(slot: usize) -> Self {
-        let previous = allowed_cores();
-        if let Some(&cpu) = previous.get(slot) {
-            set_thread_cores(&[cpu]);
-        }
-        Self { previous }
-    }
-}
-
-impl Drop for CorePin {
-    fn drop(&mut self) {
-        set_thread_cores(&self.previous);
+/// Prepares the calling thread to run model session `slot` of `sessions` for the rest of
+/// its life: on a core of its own where the sessions fill the machine (see
+/// `pins_sessions`). `synthesize` calls it from each session's thread; the platform's
+/// workers from each slot's thread.
+pub fn dedicate_session_thread(slot: usize, sessions: usize) {
+    if pins_sessions(sessions) {
+        pin_to_core(slot);
     }
 }
 
@@ -892,8 +878,6 @@ pub struct SentenceEngine {
     voice: Voice,
     espeak: &'static Espeak,
     model: VoiceModel,
-    /// Whether a session runs on its own core (see `pins_sessions`).
-    pin: bool,
 }
 
 impl std::fmt::Debug for SentenceEngine {
@@ -901,7 +885,6 @@ impl std::fmt::Debug for SentenceEngine {
         f.debug_struct("SentenceEngine")
             .field("voice", &self.voice.name)
             .field("sessions", &self.model.pool_size())
-            .field("pin", &self.pin)
             .finish()
     }
 }
@@ -910,12 +893,10 @@ impl SentenceEngine {
     pub fn load(voice: Voice, settings: &SynthSettings) -> Result<Self, SynthError> {
         let espeak = Espeak::shared(&settings.espeak_data)?;
         let model = load_model(&voice, settings)?;
-        let pin = settings.provider == ExecutionProvider::Cpu && pins_sessions(model.pool_size());
         Ok(Self {
             voice,
             espeak,
             model,
-            pin,
         })
     }
 
@@ -959,14 +940,13 @@ impl SentenceEngine {
     }
 
     /// The trimmed PCM of each prepared sentence (`None`: an item with no speech, which
-    /// renders empty), in order, on session `slot`. The calling thread stays on the slot's
-    /// core meanwhile where sessions are pinned.
+    /// renders empty), in order, on session `slot`. Called from the slot's own thread (see
+    /// [`dedicate_session_thread`]).
     pub fn render(
         &self,
         slot: usize,
         sentences: &[Option<PreparedSentence>],
     ) -> Result<Vec<Vec<f32>>, SynthError> {
-        let _pin = self.pin.then(|| CorePin::hold(slot));
         sentences
             .iter()
             .map(|sentence| {
@@ -1024,15 +1004,25 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_pinned_session_gets_its_core_and_gives_it_back() {
+    fn a_session_thread_gets_its_core_only_where_sessions_fill_the_machine() {
         let cores = allowed_cores();
         assert!(!cores.is_empty());
         let last = cores.len() - 1;
-        {
-            let _pin = CorePin::hold(last);
-            assert_eq!(allowed_cores(), vec![cores[last]]);
-        }
-        assert_eq!(allowed_cores(), cores, "the thread's cores are restored");
+        let on_thread = |slot: usize, sessions: usize| {
+            std::thread::spawn(move || {
+                dedicate_session_thread(slot, sessions);
+                allowed_cores()
+            })
+            .join()
+            .unwrap()
+        };
+        assert_eq!(on_thread(last, cores.len()), vec![cores[last]]);
+        assert_eq!(allowed_cores(), cores, "other threads keep their cores");
+        assert_eq!(
+            on_thread(0, cores.len() + 1),
+            cores,
+            "more sessions than cores share them"
+        );
         assert!(pins_sessions(cores.len()));
         assert!(
             !pins_sessions(cores.len() + 1),

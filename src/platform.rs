@@ -95,6 +95,7 @@ async fn api_state(
     config: &Config,
     provenance: Arc<voxproof_provenance::Provenance>,
     chain_audit: bool,
+    stopping: watch::Receiver<bool>,
 ) -> Result<voxproof_api::AppState> {
     let pool = db::connect(&config.database_url, 32).await?;
     if config.migrate_on_start {
@@ -121,6 +122,8 @@ async fn api_state(
             std::time::Duration::from_secs(5),
         )),
         config: Arc::new(config.clone()),
+        events: voxproof_scheduler::events::JobEvents::listen(&pool),
+        stopping,
         pool,
         queue,
         storage,
@@ -132,8 +135,8 @@ pub fn serve() -> Result<()> {
         let config = Config::load()?;
         tracing::info!(?config, "starting the API");
         let provenance = Arc::new(voxproof_jobs::load_provenance(&config).await?);
-        let state = api_state(&config, provenance, true).await?;
         let mut shutdown = shutdown_channel();
+        let state = api_state(&config, provenance, true, shutdown.clone()).await?;
         voxproof_api::serve(state, async move {
             let _ = shutdown.wait_for(|s| *s).await;
         })
@@ -176,8 +179,8 @@ pub fn dev(args: WorkerArgs) -> Result<()> {
         tracing::info!(?config, "starting API and worker in one process");
         // Loaded once for both halves (it may create development keys, and says so).
         let provenance = Arc::new(voxproof_jobs::load_provenance(&config).await?);
-        let state = api_state(&config, provenance.clone(), false).await?;
         let shutdown = shutdown_channel();
+        let state = api_state(&config, provenance.clone(), false, shutdown.clone()).await?;
         let mut api_shutdown = shutdown.clone();
         let api = tokio::spawn(voxproof_api::serve(state, async move {
             let _ = api_shutdown.wait_for(|s| *s).await;

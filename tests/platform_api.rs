@@ -124,9 +124,27 @@ fn a_markdown_book_renders_and_everything_around_it_holds() {
         assert_eq!(joe["language"], "en_US");
         assert_eq!(joe["model_sha256"].as_str().unwrap().len(), 64);
 
-        // Wait for it.
-        let job = api.finished(&id, Duration::from_secs(120)).await;
+        // Wait for it: `Prefer: wait` holds the request until the job has finished, so
+        // one request follows it (it renders in seconds; each request waits up to 60 s).
+        let mut job = Value::Null;
+        for _ in 0..2 {
+            let response = api
+                .get(&format!("/v1/jobs/{id}"))
+                .header("prefer", "respond-async, wait=60")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["preference-applied"], "wait=60");
+            job = response.json().await.unwrap();
+            if job["status"] != "queued" && job["status"] != "running" {
+                break;
+            }
+        }
         assert_eq!(job["status"], "succeeded", "{job}");
+        // Without the preference the answer comes at once and says nothing of it.
+        let plain = api.get(&format!("/v1/jobs/{id}")).send().await.unwrap();
+        assert!(plain.headers().get("preference-applied").is_none());
         assert_eq!(
             job["progress"]["segments_done"],
             job["progress"]["segments_total"]

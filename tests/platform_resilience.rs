@@ -213,6 +213,13 @@ fn cancel_stops_a_running_job_and_frees_the_tenant_s_slot() {
             })
             .await;
         let total = running["progress"]["segments_total"].as_i64().unwrap();
+        // A request waiting for the job to finish is answered when it is cancelled.
+        let waiting = tokio::spawn(
+            api.get(&format!("/v1/jobs/{id}"))
+                .header("prefer", "wait=60")
+                .send(),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let cancel = api
             .post(&format!("/v1/jobs/{id}/cancel"))
             .send()
@@ -221,6 +228,8 @@ fn cancel_stops_a_running_job_and_frees_the_tenant_s_slot() {
         assert_eq!(cancel.status(), 200);
         let cancelled: Value = cancel.json().await.unwrap();
         assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+        let waited: Value = waiting.await.unwrap().unwrap().json().await.unwrap();
+        assert_eq!(waited["status"], "cancelled", "{waited}");
 
         // Work in hand may finish, but nothing new starts and the job stays cancelled.
         tokio::time::sleep(Duration::from_secs(4)).await;

@@ -564,9 +564,11 @@ fn view(row: &JobRow, artifacts: &[ArtifactRow]) -> Job {
     path = "/v1/jobs/{id}",
     tag = "jobs",
     security(("bearer" = [])),
-    params(openapi::JobId),
+    params(openapi::JobId, openapi::PreferWait),
     responses(
-        (status = 200, description = "the job", body = Job),
+        (status = 200, description = "the job", body = Job, headers(
+            ("Preference-Applied" = String, description = "`wait=N` when the request waited (up to N seconds) for the job to finish"),
+        )),
         (status = 401, description = "missing or invalid API key: `unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such job for this tenant", body = ErrorBody),
         (status = 500, description = "`internal`: see the logs under the X-Request-Id", body = ErrorBody),
@@ -576,13 +578,75 @@ pub async fn get(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Job>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let row = repo::get(&state.pool, caller.tenant_id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("job"))?;
+    let wait = preferred_wait(&headers);
+    // Subscribed before the first read, so that a finish between the read and the wait
+    // still wakes this request.
+    let mut events = wait.map(|_| state.events.subscribe());
+    let read = || async {
+        repo::get(&state.pool, caller.tenant_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("job"))
+    };
+    let mut row = read().await?;
+    if let (Some(wait), Some(events)) = (wait, events.as_mut()) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut stopping = state.stopping.clone();
+        while !finished(&row) && tokio::time::Instant::now() < deadline && !*stopping.borrow() {
+            // A notification wakes the wait at once; a lost one costs at most `WAIT_LOOK`.
+            let look = deadline.min(tokio::time::Instant::now() + WAIT_LOOK);
+            tokio::select! {
+                _ = events.changed(id, look) => {}
+                _ = stopping.changed() => {}
+            }
+            row = read().await?;
+        }
+    }
     let artifacts = repo::artifacts(&state.pool, id).await?;
-    Ok(Json(view(&row, &artifacts)))
+    let mut response = Json(view(&row, &artifacts)).into_response();
+    if let Some(wait) = wait {
+        let applied = format!("wait={}", wait.as_secs());
+        if let Ok(value) = header::HeaderValue::from_str(&applied) {
+            response.headers_mut().insert("preference-applied", value);
+        }
+    }
+    Ok(response)
+}
+
+/// The longest a request may wait for its job (`Prefer: wait=N` asks for N seconds).
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a waiting request goes without reading the job again when no notification wakes
+/// it (the notification was lost with its connection).
+const WAIT_LOOK: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn finished(row: &JobRow) -> bool {
+    voxproof_scheduler::model::JobStatus::parse(&row.status).is_some_and(|s| s.is_finished())
+}
+
+/// The `wait` preference of RFC 7240 (`Prefer: wait=10`, possibly among others), at most
+/// [`MAX_WAIT`]. A preference is advisory: one that cannot be read is ignored, as the RFC
+/// asks, and the answer's `Preference-Applied` says what was honoured.
+fn preferred_wait(headers: &HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|preference| {
+            // Parameters after `;` do not apply to `wait`.
+            let token = preference.split(';').next()?;
+            let (name, value) = token.split_once('=')?;
+            if !name.trim().eq_ignore_ascii_case("wait") {
+                return None;
+            }
+            let seconds: u64 = value.trim().trim_matches('"').parse().ok()?;
+            Some(std::time::Duration::from_secs(seconds).min(MAX_WAIT))
+        })
+        .next()
+        .filter(|wait| !wait.is_zero())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -899,4 +963,37 @@ async fn download(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append("prefer", value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_wait_preference_is_read_among_others_and_capped() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(preferred_wait(&prefer(&["wait=10"])), Some(secs(10)));
+        assert_eq!(
+            preferred_wait(&prefer(&["respond-async, Wait = \"5\""])),
+            Some(secs(5))
+        );
+        assert_eq!(
+            preferred_wait(&prefer(&["return=minimal", "wait=7;foo=bar"])),
+            Some(secs(7))
+        );
+        assert_eq!(preferred_wait(&prefer(&["wait=3600"])), Some(MAX_WAIT));
+        // Advisory: what cannot be read, or asks for no wait, is no wait.
+        for ignored in ["wait=soon", "wait=-1", "wait=0", "waiting=5", "wait"] {
+            assert_eq!(preferred_wait(&prefer(&[ignored])), None, "{ignored}");
+        }
+        assert_eq!(preferred_wait(&HeaderMap::new()), None);
+    }
 }

@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use sqlx::PgPool;
 use utoipa::ToSchema;
+use voxproof_scheduler::events::JobEvents;
 use voxproof_scheduler::keys::{self, Principal};
 use voxproof_scheduler::queue::Queue;
 use voxproof_scheduler::Config;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     /// Voices recently read from disk (a few seconds), for job requests.
     pub voices: Arc<VoiceCache>,
+    /// Job progress from Postgres, for requests that wait on a job.
+    pub events: JobEvents,
+    /// Turns true when the server is asked to stop: waiting requests answer at once.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -198,6 +198,18 @@ pub(crate) struct JobId {
     id: uuid::Uuid,
 }
 
+/// `GET /v1/jobs/{id}`'s `Prefer` header.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only described: the handler reads the header itself.
+pub(crate) struct PreferWait {
+    /// `wait=N` (RFC 7240): answer when the job has finished, or after N seconds (at most 60)
+    /// if it is still queued or running, instead of at once. Saves polling: a client that
+    /// asks again with the same header follows a job of any length with a request a minute.
+    #[param(rename = "Prefer", example = "wait=60")]
+    prefer: Option<String>,
+}
+
 // The schema of `voxproof_scheduler::model::JobOptions`, which is defined outside this crate;
 // a test below checks that the two have the same fields. Doc comments here are the document's
 // descriptions.

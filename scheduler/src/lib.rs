@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod jobs;
 pub mod keys;
 pub mod model;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
+use voxproof_scheduler::events::Subscription;
 use voxproof_scheduler::jobs::{self, AssemblyClaim, NewArtifact};
 use voxproof_scheduler::model::JobRow;
 use voxproof_synth::{OutputPaths, SynthSettings, Watermarking, Writer};
@@ -22,8 +23,10 @@ use crate::{blob, Shared};
 /// Segments fetched per page from Postgres.
 const PAGE: i64 = 64;
 
-/// How often a waiting assembler looks for the next finished segment.
-const POLL: Duration = Duration::from_millis(50);
+/// How long a waiting assembler goes without looking for the next finished segment when no
+/// notification wakes it (one lost with its connection). Normally a segment's notification
+/// wakes it at once.
+const POLL: Duration = Duration::from_secs(1);
 
 /// How often a waiting assembler checks that it still holds the job and the job is open.
 const HOLD_CHECK: Duration = Duration::from_secs(2);
@@ -107,6 +110,7 @@ async fn next_parts(
     shared: &Shared,
     job: &JobRow,
     next: i32,
+    events: &mut Subscription,
 ) -> anyhow::Result<Vec<jobs::AssemblyPart>> {
     let mut shutdown = shared.shutdown.clone();
     let mut checked = tokio::time::Instant::now();
@@ -125,7 +129,7 @@ async fn next_parts(
             checked = tokio::time::Instant::now();
         }
         tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+            _ = events.changed(job.id, tokio::time::Instant::now() + POLL) => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -251,10 +255,12 @@ async fn assemble(shared: &Shared, job: &JobRow) -> anyhow::Result<(Vec<NewArtif
         Ok(writer.finish("")?)
     });
 
+    // Subscribed before the first look, so that no segment finished after it goes unheard.
+    let mut events = shared.events.subscribe();
     let feed = async {
         let mut next = 0;
         while next < job.segments_total {
-            let parts = next_parts(shared, job, next).await?;
+            let parts = next_parts(shared, job, next, &mut events).await?;
             for part in parts {
                 anyhow::ensure!(part.index == next, "segment {next} is missing");
                 let bytes = shared.storage.get_bytes(&part.content_key).await?;

@@ -48,6 +48,8 @@ pub struct Shared {
     pub provenance: Arc<voxproof_provenance::Provenance>,
     /// This process's name in leases and queue registrations.
     pub name: String,
+    /// Job progress from Postgres: an assembly waits on it for its next segment.
+    pub events: voxproof_scheduler::events::JobEvents,
     options: WorkerOptions,
     engines: Mutex<HashMap<String, Arc<SentenceEngine>>>,
     /// Assemblies follow their job's segments for as long as the job renders, so they run
@@ -211,6 +213,7 @@ pub async fn run(
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
     let storage = open_storage(&config).await?;
     let name = process_name();
+    let events = voxproof_scheduler::events::JobEvents::listen(&pool);
     let shared = Arc::new(Shared {
         slots: Slots::new(options.concurrency),
         slot_threads: SlotThreads::new(options.concurrency)?,
@@ -220,6 +223,7 @@ pub async fn run(
         queue,
         storage,
         name,
+        events,
         options,
         engines: Mutex::new(HashMap::new()),
         assemblies: std::sync::Mutex::new(tokio::task::JoinSet::new()),

@@ -599,7 +599,7 @@ pub async fn get(
             let look = deadline.min(tokio::time::Instant::now() + WAIT_LOOK);
             tokio::select! {
                 _ = events.changed(id, look) => {}
-                _ = stopping.changed() => {}
+                _ = voxproof_scheduler::until_stopping(&mut stopping) => {}
             }
             row = read().await?;
         }

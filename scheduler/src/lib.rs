@@ -19,3 +19,33 @@ pub mod queue;
 pub mod voices;
 
 pub use config::Config;
+
+/// Resolves once `stopping` is true. Never resolves if the sender is gone without saying so
+/// (a process that could not listen for signals): a loop that also waits on this then
+/// waits on its other futures instead of spinning.
+pub async fn until_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    if stopping.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn stopping_resolves_on_true_and_never_for_a_silent_sender() {
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        drop(tx);
+        let waited =
+            tokio::time::timeout(Duration::from_millis(50), super::until_stopping(&mut rx)).await;
+        assert!(waited.is_err(), "a dropped sender is not a stop");
+
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        tx.send(true).unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_millis(50), super::until_stopping(&mut rx))
+            .await
+            .expect("a stop that was sent is seen, even after its sender is gone");
+    }
+}

@@ -130,7 +130,7 @@ async fn next_parts(
         }
         tokio::select! {
             _ = events.changed(job.id, tokio::time::Instant::now() + POLL) => {}
-            _ = shutdown.changed() => {}
+            _ = voxproof_scheduler::until_stopping(&mut shutdown) => {}
         }
     }
 }

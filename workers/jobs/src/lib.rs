@@ -286,7 +286,7 @@ pub async fn run(
         if !*shutdown.borrow() {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.wait_for(|s| *s) => {}
+                _ = voxproof_scheduler::until_stopping(&mut shutdown) => {}
             }
         }
     }

@@ -598,7 +598,7 @@ pub async fn get(
             // A notification wakes the wait at once; a lost one costs at most `WAIT_LOOK`.
             let look = deadline.min(tokio::time::Instant::now() + WAIT_LOOK);
             tokio::select! {
-                _ = events.changed(id, look) => {}
+                _ = events.finished(id, look) => {}
                 _ = voxproof_scheduler::until_stopping(&mut stopping) => {}
             }
             row = read().await?;

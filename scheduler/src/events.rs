@@ -44,14 +44,6 @@ impl Event {
             _ => None,
         }
     }
-
-    /// Whether a waiter on `job` should look again.
-    fn concerns(&self, job: Uuid) -> bool {
-        match *self {
-            Event::SegmentDone(id) | Event::JobFinished(id) => id == job,
-            Event::Resync => true,
-        }
-    }
 }
 
 /// This process's feed of job events.
@@ -128,17 +120,34 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// Waits until something may have changed for `job`, or until `deadline`. Returns false
+    /// Waits until a segment of `job` may be done or the job may have finished, or until
+    /// `deadline`: what an assembler following the job needs. See [`Subscription::wait`].
+    pub async fn segment_done(&mut self, job: Uuid, deadline: Instant) -> bool {
+        self.wait(
+            deadline,
+            |event| matches!(event, Event::SegmentDone(id) | Event::JobFinished(id) if id == job),
+        )
+        .await
+    }
+
+    /// Waits until `job` may have finished, or until `deadline`. A waiter on the finish is
+    /// not woken by each of the job's segments. See [`Subscription::wait`].
+    pub async fn finished(&mut self, job: Uuid, deadline: Instant) -> bool {
+        self.wait(deadline, |event| event == Event::JobFinished(job))
+            .await
+    }
+
+    /// Waits for an event `wanted` accepts (or a resync), or until `deadline`. Returns false
     /// when the deadline came first. Either way the caller reads Postgres again: a true is a
     /// hint, and a false after a long wait covers notifications that never came.
-    pub async fn changed(&mut self, job: Uuid, deadline: Instant) -> bool {
+    async fn wait(&mut self, deadline: Instant, wanted: impl Fn(Event) -> bool) -> bool {
         loop {
             let received = tokio::select! {
                 received = self.receiver.recv() => received,
                 _ = tokio::time::sleep_until(deadline) => return false,
             };
             match received {
-                Ok(event) if event.concerns(job) => {
+                Ok(event) if event == Event::Resync || wanted(event) => {
                     // Several events for the job may be queued: one read covers them all.
                     self.drain();
                     return true;
@@ -193,23 +202,55 @@ mod tests {
         let soon = || Instant::now() + Duration::from_millis(50);
 
         events.sender.send(Event::SegmentDone(other)).unwrap();
-        assert!(!waiter.changed(mine, soon()).await, "another job's event");
+        assert!(
+            !waiter.segment_done(mine, soon()).await,
+            "another job's event"
+        );
 
         events.sender.send(Event::SegmentDone(mine)).unwrap();
         events.sender.send(Event::SegmentDone(mine)).unwrap();
-        assert!(waiter.changed(mine, soon()).await);
+        assert!(waiter.segment_done(mine, soon()).await);
         assert!(
-            !waiter.changed(mine, soon()).await,
+            !waiter.segment_done(mine, soon()).await,
             "queued events for the job are covered by one wake-up"
         );
 
+        events.sender.send(Event::JobFinished(mine)).unwrap();
+        assert!(
+            waiter.segment_done(mine, soon()).await,
+            "an assembler hears its job end"
+        );
+
         events.sender.send(Event::Resync).unwrap();
-        assert!(waiter.changed(mine, soon()).await);
+        assert!(waiter.segment_done(mine, soon()).await);
 
         // Falling behind is a resync.
         for _ in 0..6 {
             events.sender.send(Event::SegmentDone(other)).unwrap();
         }
-        assert!(waiter.changed(mine, soon()).await);
+        assert!(waiter.segment_done(mine, soon()).await);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_on_the_finish_sleeps_through_the_job_s_segments() {
+        let (sender, _) = broadcast::channel(4);
+        let events = JobEvents { sender };
+        let job = Uuid::now_v7();
+        let mut waiter = events.subscribe();
+        let soon = || Instant::now() + Duration::from_millis(50);
+
+        events.sender.send(Event::SegmentDone(job)).unwrap();
+        events
+            .sender
+            .send(Event::JobFinished(Uuid::now_v7()))
+            .unwrap();
+        assert!(!waiter.finished(job, soon()).await);
+
+        events.sender.send(Event::SegmentDone(job)).unwrap();
+        events.sender.send(Event::JobFinished(job)).unwrap();
+        assert!(waiter.finished(job, soon()).await);
+
+        events.sender.send(Event::Resync).unwrap();
+        assert!(waiter.finished(job, soon()).await);
     }
 }

@@ -129,7 +129,7 @@ async fn next_parts(
             checked = tokio::time::Instant::now();
         }
         tokio::select! {
-            _ = events.changed(job.id, tokio::time::Instant::now() + POLL) => {}
+            _ = events.segment_done(job.id, tokio::time::Instant::now() + POLL) => {}
             _ = voxproof_scheduler::until_stopping(&mut shutdown) => {}
         }
     }

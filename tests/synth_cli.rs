@@ -317,6 +317,74 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     );
 }
 
+/// ONNX Runtime's CPU build, which scripts/setup installs, has no CUDA provider: `--cuda`
+/// with it must be refused with the reason, by `synth` before it writes anything and by a
+/// worker before it takes any work (rather than failing every segment it is given).
+#[test]
+fn cuda_that_cannot_be_used_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.txt");
+    std::fs::write(&good, "Hello there.").unwrap();
+    let cpu_build = [("VOXPROOF_ORT_LIB", "")];
+    assert_fails(
+        dir.path(),
+        &good,
+        VOICE,
+        &["--cuda"],
+        &cpu_build,
+        "CUDA device 0 cannot be used",
+    );
+
+    let worker = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = voxproof();
+        cmd.arg("worker").args(extra);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        output_within(&mut cmd, std::time::Duration::from_secs(120))
+    };
+    let out = worker(&["--cuda"], &cpu_build);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("CUDA device 0 cannot be used"),
+        "{}",
+        stderr(&out)
+    );
+    let out = worker(
+        &[],
+        &[("VOXPROOF_ORT_LIB", "/nonexistent/libonnxruntime.so")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ONNX Runtime library not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Runs a command that is expected to end by itself; one that does not is killed and fails
+/// the test instead of hanging it.
+fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("voxproof runs");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(child.wait_with_output());
+    });
+    match receiver.recv_timeout(limit) {
+        Ok(output) => output.expect("voxproof's output is read"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("voxproof did not stop within {limit:?}");
+        }
+    }
+}
+
 #[test]
 fn a_failed_run_keeps_the_previous_output() {
     let dir = tempfile::tempdir().unwrap();

@@ -209,6 +209,12 @@ pub async fn run(
     provenance: Arc<voxproof_provenance::Provenance>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let provider = options.provider;
+    tokio::task::spawn_blocking(move || {
+        voxproof_voice::check_provider(&voxproof_voice::paths::ort_library(), provider)
+    })
+    .await??;
+    tracing::info!(?provider, "ONNX Runtime ready");
     let pool = voxproof_scheduler::db::connect(&config.database_url, 8).await?;
     let queue = Queue::connect(&config.redis_url, &config.queue_namespace).await?;
     let storage = open_storage(&config).await?;

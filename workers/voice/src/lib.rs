@@ -16,7 +16,9 @@ pub use ids::phonemes_to_ids;
 pub use library::{
     install_voice, list_voices, local_voices, model_sha256, model_sha256_cached, VoiceSummary,
 };
-pub use runtime::{environment, ExecutionProvider, ModelInputs, PoolOptions, VoiceModel};
+pub use runtime::{
+    check_provider, environment, ExecutionProvider, ModelInputs, PoolOptions, VoiceModel,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VoiceError {

@@ -81,13 +81,122 @@ fn build_session(
         .map_err(|e| runtime_error(e.into()))?;
     if let ExecutionProvider::Cuda { device_id } = options.provider {
         builder = builder
-            .with_execution_providers([ort::ep::CUDA::default()
-                .with_device_id(device_id)
-                .build()
-                .error_on_failure()])
-            .map_err(|e| runtime_error(e.into()))?;
+            .with_execution_providers([cuda(device_id)])
+            .map_err(|e| cuda_unusable(device_id, e.into()))?;
     }
-    builder.commit_from_file(model).map_err(runtime_error)
+    builder
+        .commit_from_file(model)
+        .map_err(|e| match options.provider {
+            // The CUDA provider only reaches the device when the session is made, so a missing
+            // driver or GPU shows up here rather than at registration.
+            ExecutionProvider::Cuda { device_id } if !model_problem(&e) => {
+                cuda_unusable(device_id, e)
+            }
+            _ => runtime_error(e),
+        })
+}
+
+/// The CUDA provider as Piper sets it up. Every sentence gives the model a new input length,
+/// and cuDNN's default exhaustive search would benchmark each convolution again for each new
+/// length, costing far more than the faster algorithm it might find saves.
+fn cuda(device_id: i32) -> ort::ep::ExecutionProviderDispatch {
+    ort::ep::CUDA::default()
+        .with_device_id(device_id)
+        .with_conv_algorithm_search(ort::ep::cuda::ConvAlgorithmSearch::Heuristic)
+        .build()
+        .error_on_failure()
+}
+
+fn cuda_unusable(device_id: i32, e: ort::Error) -> VoiceError {
+    VoiceError::Runtime(format!(
+        "CUDA device {device_id} cannot be used: {} (--cuda needs onnxruntime-gpu's \
+         libonnxruntime.so in VOXPROOF_ORT_LIB, the CUDA 13 and cuDNN 9 libraries where the \
+         dynamic loader finds them, and an NVIDIA GPU with its driver)",
+        e.to_string().trim_end()
+    ))
+}
+
+/// Whether a failed session start was the model file's fault rather than the provider's.
+fn model_problem(e: &ort::Error) -> bool {
+    matches!(
+        e.code(),
+        ort::ErrorCode::NoSuchFile
+            | ort::ErrorCode::NoModel
+            | ort::ErrorCode::InvalidProtobuf
+            | ort::ErrorCode::InvalidGraph
+    )
+}
+
+/// Checks, before any work is taken on, that ONNX Runtime loads and that the provider can run
+/// a model: a worker started with `--cuda` on a machine that cannot use the GPU should stop at
+/// once with the reason, not fail every segment it is given.
+pub fn check_provider(library: &Path, provider: ExecutionProvider) -> Result<(), VoiceError> {
+    let env = environment(library)?;
+    let ExecutionProvider::Cuda { device_id } = provider else {
+        return Ok(());
+    };
+    let values = run_probe(env, Some(device_id)).map_err(|e| cuda_unusable(device_id, e))?;
+    if values != PROBE_OUTPUT {
+        return Err(VoiceError::Runtime(format!(
+            "CUDA device {device_id} computed Relu({PROBE_INPUT:?}) as {values:?}"
+        )));
+    }
+    Ok(())
+}
+
+const PROBE_INPUT: [f32; 2] = [-1.0, 2.0];
+const PROBE_OUTPUT: [f32; 2] = [0.0, 2.0];
+
+/// Runs [`probe_model`] on CUDA device `cuda`, or on the CPU.
+fn run_probe(env: &Environment, cuda_device: Option<i32>) -> Result<Vec<f32>, ort::Error> {
+    let mut builder = Session::builder(env)?;
+    if let Some(device_id) = cuda_device {
+        builder = builder.with_execution_providers([cuda(device_id)])?;
+    }
+    let mut session = builder.commit_from_memory(&probe_model())?;
+    let input = Tensor::from_array(([PROBE_INPUT.len()], PROBE_INPUT.to_vec()))?;
+    let outputs = session.run(ort::inputs!["x" => input])?;
+    let (_, values) = outputs[0].try_extract_tensor::<f32>()?;
+    Ok(values.to_vec())
+}
+
+/// The smallest model that makes the provider start and run a kernel: y = Relu(x), x a float
+/// vector of length 2. Written out as ONNX's protobuf encoding (every field here is a small
+/// varint or a short length-delimited record, so tags and lengths each fit in one byte).
+fn probe_model() -> Vec<u8> {
+    fn record(field: u8, body: &[u8]) -> Vec<u8> {
+        let length = u8::try_from(body.len()).expect("probe records are short");
+        let mut out = vec![(field << 3) | 2, length];
+        out.extend_from_slice(body);
+        out
+    }
+    fn number(field: u8, value: u8) -> Vec<u8> {
+        vec![field << 3, value]
+    }
+    // ValueInfoProto { name, type: TypeProto { tensor_type { elem_type: FLOAT, shape [2] } } }
+    let tensor = |name: &str| {
+        let dimension = record(1, &number(1, 2));
+        let tensor_type = [number(1, 1), record(2, &dimension)].concat();
+        [
+            record(1, name.as_bytes()),
+            record(2, &record(1, &tensor_type)),
+        ]
+        .concat()
+    };
+    // NodeProto { input: "x", output: "y", op_type: "Relu" }
+    let node = [record(1, b"x"), record(2, b"y"), record(4, b"Relu")].concat();
+    // GraphProto { node, name, input, output }
+    let graph = [
+        record(1, &node),
+        record(2, b"probe"),
+        record(11, &tensor("x")),
+        record(12, &tensor("y")),
+    ]
+    .concat();
+    // OperatorSetIdProto { domain: "", version: 13 }
+    let opset = [record(1, b""), number(2, 13)].concat();
+    // ModelProto { ir_version: 8, graph, opset_import }
+    [number(1, 8), record(7, &graph), record(8, &opset)].concat()
 }
 
 /// How to build the session pool.
@@ -184,5 +293,19 @@ impl VoiceModel {
 
     pub fn runs(&self) -> u64 {
         self.runs.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written probe must be a model ONNX Runtime accepts; the CPU proves the
+    /// encoding, which is the same whichever provider later runs it.
+    #[test]
+    fn the_probe_model_loads_and_computes_relu() {
+        let env = environment(&crate::paths::ort_library()).expect("scripts/setup was run");
+        assert_eq!(run_probe(env, None).unwrap(), PROBE_OUTPUT);
+        check_provider(&crate::paths::ort_library(), ExecutionProvider::Cpu).unwrap();
     }
 }

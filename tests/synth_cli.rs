@@ -52,8 +52,8 @@ fn a_paragraph_becomes_plausible_speech() {
     let marks = dir.path().join("marks.json");
     let vtt = dir.path().join("paragraph.vtt");
     let normalized = dir.path().join("normalized.txt");
-    assert_ok(&run(voxproof()
-        .args(["synth", "--voice", VOICE, "--in"])
+    let out = run(voxproof()
+        .args(["synth", "--voice", VOICE, "--json", "--in"])
         .arg(&input)
         .arg("--out")
         .arg(&wav)
@@ -62,7 +62,22 @@ fn a_paragraph_becomes_plausible_speech() {
         .arg("--subtitles")
         .arg(&vtt)
         .arg("--normalized-text")
-        .arg(&normalized)));
+        .arg(&normalized));
+    assert_ok(&out);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["sentences"], 4);
+    // Each stage's time is measured, and none can exceed what the threads had between them.
+    let seconds_of = |key: &str| report[key].as_f64().unwrap();
+    let wall = seconds_of("wall_seconds");
+    let sessions = report["sessions"].as_f64().unwrap();
+    assert!(seconds_of("model_seconds") > 0.0 && seconds_of("model_seconds") <= wall * sessions);
+    for single_thread in ["phonemize_seconds", "write_seconds"] {
+        let stage = seconds_of(single_thread);
+        assert!(
+            stage > 0.0 && stage <= wall,
+            "{single_thread}: {stage} of {wall} s"
+        );
+    }
 
     let mut reader = hound::WavReader::open(&wav).unwrap();
     let spec = reader.spec();
@@ -75,6 +90,7 @@ fn a_paragraph_becomes_plausible_speech() {
         .map(|s| f32::from(s.unwrap()) / 32768.0)
         .collect();
     let seconds = samples.len() as f64 / 22050.0;
+    assert!((seconds_of("audio_seconds") - seconds).abs() < 0.01);
     let words_per_minute = word_count(PARAGRAPH) as f64 / (seconds / 60.0);
     assert!(
         (120.0..=220.0).contains(&words_per_minute),

@@ -12,8 +12,8 @@ pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use tempfile::NamedTempFile;
@@ -143,6 +143,11 @@ pub struct Report {
     pub wall_seconds: f64,
     /// Wall time spent inside the model (`session.run`), summed over sessions.
     pub model_seconds: f64,
+    /// Time the phonemizer thread spent in espeak-ng and id mapping. With the writer's, the
+    /// ceiling of the pipeline when the model is fast (a GPU): each stage is one thread.
+    pub phonemize_seconds: f64,
+    /// Time the writer thread spent mastering, watermarking and encoding.
+    pub write_seconds: f64,
     pub sessions: usize,
     pub sample_rate: u32,
     pub unknown_phonemes: usize,
@@ -258,6 +263,8 @@ pub fn synthesize(
     let mut writer = Writer::open(voice.sample_rate(), format, settings, outputs)?;
     let total = script.sentences().count();
     let unknown = AtomicUsize::new(0);
+    let phonemize_nanos = AtomicU64::new(0);
+    let mut write_time = Duration::ZERO;
 
     let (token_tx, token_rx) = bounded::<()>(WINDOW);
     for _ in 0..WINDOW {
@@ -270,6 +277,7 @@ pub fn synthesize(
         // Phonemizer: works ahead of the model, one item per window token.
         let phonemizer_done = done_tx.clone();
         let unknown = &unknown;
+        let phonemize_nanos = &phonemize_nanos;
         scope.spawn(move || {
             for (seq, item) in script.items.iter().enumerate() {
                 if token_rx.recv().is_err() {
@@ -279,7 +287,11 @@ pub fn synthesize(
                     Item::Sentence(sentence) => {
                         let length_scale = base_inputs.length_scale
                             / (settings.rate * sentence.rate.clamp(0.25, 4.0));
-                        match model_ids(voice, espeak, sentence, unknown) {
+                        let phonemizing = Instant::now();
+                        let ids = model_ids(voice, espeak, sentence, unknown);
+                        phonemize_nanos
+                            .fetch_add(phonemizing.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                        match ids {
                             Ok(sentences) => Task {
                                 seq,
                                 sentences,
@@ -343,25 +355,37 @@ pub fn synthesize(
         drop(done_tx);
 
         // Writer: back in order, mastered, encoded.
-        let outcome = write_in_order(script, &done_rx, &token_tx, &mut writer, total, progress);
+        let outcome = write_in_order(
+            script,
+            &done_rx,
+            &token_tx,
+            &mut writer,
+            &mut write_time,
+            total,
+            progress,
+        );
         drop(done_rx); // unblocks every stage if the writer stopped early
         drop(token_tx);
         outcome
     });
     result?;
 
+    let finishing = Instant::now();
     let Written {
         files,
         loudness,
         audio_seconds,
         chapters,
     } = writer.finish(&script.normalized_text)?;
+    write_time += finishing.elapsed();
     Ok(Report {
         sentences: total,
         chapters,
         audio_seconds,
         wall_seconds: started.elapsed().as_secs_f64(),
         model_seconds: model.run_seconds(),
+        phonemize_seconds: phonemize_nanos.into_inner() as f64 / 1e9,
+        write_seconds: write_time.as_secs_f64(),
         sessions: model.pool_size(),
         sample_rate: voice.sample_rate(),
         unknown_phonemes: unknown.into_inner(),
@@ -415,6 +439,7 @@ fn write_in_order(
     done: &Receiver<Rendered>,
     tokens: &Sender<()>,
     writer: &mut Writer,
+    write_time: &mut Duration,
     total: usize,
     progress: &dyn Progress,
 ) -> Result<(), SynthError> {
@@ -431,7 +456,9 @@ fn write_in_order(
             if matches!(script.items[next], Item::Sentence(_)) {
                 sentences_done += 1;
             }
+            let writing = Instant::now();
             writer.item(&script.items[next], pcm)?;
+            *write_time += writing.elapsed();
             let _ = tokens.send(());
             next += 1;
             progress.update(sentences_done, total, writer.seconds());

@@ -76,14 +76,17 @@ fn build_session(
         .with_intra_threads(options.intra_threads.max(1))
         .map_err(|e| runtime_error(e.into()))?
         .with_inter_threads(1)
-        .map_err(|e| runtime_error(e.into()))?
-        .with_prepacked_weights(prepacked)
         .map_err(|e| runtime_error(e.into()))?;
-    if let ExecutionProvider::Cuda { device_id } = options.provider {
-        builder = builder
+    builder = match options.provider {
+        // Weights re-laid out for the CPU's kernels are shared by the pool; a GPU session runs
+        // its own kernels and does without.
+        ExecutionProvider::Cpu => builder
+            .with_prepacked_weights(prepacked)
+            .map_err(|e| runtime_error(e.into()))?,
+        ExecutionProvider::Cuda { device_id } => builder
             .with_execution_providers([cuda(device_id)])
-            .map_err(|e| cuda_unusable(device_id, e.into()))?;
-    }
+            .map_err(|e| cuda_unusable(device_id, e.into()))?,
+    };
     builder
         .commit_from_file(model)
         .map_err(|e| match options.provider {

@@ -594,7 +594,10 @@ pub async fn get(
     if let (Some(wait), Some(events)) = (wait, events.as_mut()) {
         let deadline = tokio::time::Instant::now() + wait;
         let mut stopping = state.stopping.clone();
-        while !finished(&row) && tokio::time::Instant::now() < deadline && !*stopping.borrow() {
+        while !row.status().is_finished()
+            && tokio::time::Instant::now() < deadline
+            && !*stopping.borrow()
+        {
             // A notification wakes the wait at once; a lost one costs at most `WAIT_LOOK`.
             let look = deadline.min(tokio::time::Instant::now() + WAIT_LOOK);
             tokio::select! {
@@ -621,10 +624,6 @@ pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a waiting request goes without reading the job again when no notification wakes
 /// it (the notification was lost with its connection).
 const WAIT_LOOK: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn finished(row: &JobRow) -> bool {
-    voxproof_scheduler::model::JobStatus::parse(&row.status).is_some_and(|s| s.is_finished())
-}
 
 /// The `wait` preference of RFC 7240 (`Prefer: wait=10`, possibly among others), at most
 /// [`MAX_WAIT`]. A preference is advisory: one that cannot be read is ignored, as the RFC

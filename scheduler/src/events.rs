@@ -70,9 +70,16 @@ impl JobEvents {
     }
 }
 
+/// A connection listening on both channels.
+async fn open_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all([SEGMENT_DONE, JOB_FINISHED]).await?;
+    Ok(listener)
+}
+
 async fn forward(pool: PgPool, sender: broadcast::Sender<Event>) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
+        let mut listener = match open_listener(&pool).await {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::warn!("cannot listen for job events (waiters fall back to polling): {e}");
@@ -80,11 +87,6 @@ async fn forward(pool: PgPool, sender: broadcast::Sender<Event>) {
                 continue;
             }
         };
-        if let Err(e) = listener.listen_all([SEGMENT_DONE, JOB_FINISHED]).await {
-            tracing::warn!("cannot listen for job events (waiters fall back to polling): {e}");
-            tokio::time::sleep(RECONNECT_PAUSE).await;
-            continue;
-        }
         // Whatever happened before this connection listened was not heard.
         let _ = sender.send(Event::Resync);
         loop {

@@ -150,7 +150,7 @@ pub fn check_provider(library: &Path, provider: ExecutionProvider) -> Result<(),
 const PROBE_INPUT: [f32; 2] = [-1.0, 2.0];
 const PROBE_OUTPUT: [f32; 2] = [0.0, 2.0];
 
-/// Runs [`probe_model`] on CUDA device `cuda`, or on the CPU.
+/// Runs [`probe_model`] on CUDA device `cuda_device`, or on the CPU when there is none.
 fn run_probe(env: &Environment, cuda_device: Option<i32>) -> Result<Vec<f32>, ort::Error> {
     let mut builder = Session::builder(env)?;
     if let Some(device_id) = cuda_device {
